@@ -1,0 +1,133 @@
+/* `vio ctl`: command-line client of the JSON-RPC control socket of vio serve
+ * (and vio run). Prints the result as indented JSON. Exit status: 0 success,
+ * 1 the server returned an error, 2 usage or connection problem. */
+#include "serve/serve.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/rpc.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: vio ctl [-s SOCKET] COMMAND [ARGS]\n"
+               "\n"
+               "  list                 devices and their connection state (device.list)\n"
+               "  stats [ID]           counters of all devices or one (device.stats)\n"
+               "  info                 server program, version, pid (server.info)\n"
+               "  help                 every method the server offers\n"
+               "  METHOD [JSON|k=v...] call any method with params given as a JSON\n"
+               "                       object or array, or as key=value pairs\n"
+               "\n"
+               "  -s, --ctl SOCKET     control socket (default: $VIO_CTL or /tmp/vio.sock)\n");
+}
+
+/* Turn the words after the method into params. */
+static int build_params(int argc, char **argv, json_t **out)
+{
+    json_t *obj;
+
+    *out = NULL;
+    if (argc == 0)
+        return 0;
+    if (argc == 1 && (argv[0][0] == '{' || argv[0][0] == '[')) {
+        json_error_t e;
+
+        *out = json_loads(argv[0], 0, &e);
+        if (!*out) {
+            fprintf(stderr, "vio ctl: params are not JSON: %s\n", e.text);
+            return -EINVAL;
+        }
+        return 0;
+    }
+    obj = json_object();
+    for (int i = 0; i < argc; i++) {
+        char *eq = strchr(argv[i], '=');
+        json_t *v;
+
+        if (!eq || eq == argv[i]) {
+            fprintf(stderr, "vio ctl: '%s' is not key=value\n", argv[i]);
+            json_decref(obj);
+            return -EINVAL;
+        }
+        *eq = '\0';
+        /* Numbers, true/false/null and JSON values pass as JSON. */
+        v = json_loads(eq + 1, JSON_DECODE_ANY, NULL);
+        if (!v)
+            v = json_string(eq + 1);
+        json_object_set_new(obj, argv[i], v);
+    }
+    *out = obj;
+    return 0;
+}
+
+int vio_ctl_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"ctl", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = getenv("VIO_CTL");
+    const char *method;
+    json_t *params = NULL, *result = NULL, *error = NULL;
+    int opt, ret;
+
+    if (!path)
+        path = "/tmp/vio.sock";
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "+s:h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 's':
+            path = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind >= argc) {
+        usage(stderr);
+        return 2;
+    }
+    method = argv[optind++];
+    if (strcmp(method, "list") == 0) {
+        method = "device.list";
+    } else if (strcmp(method, "info") == 0) {
+        method = "server.info";
+    } else if (strcmp(method, "stats") == 0) {
+        method = "device.stats";
+        if (optind < argc && !strchr(argv[optind], '=') && argv[optind][0] != '{') {
+            params = json_pack("{s:s}", "id", argv[optind]);
+            optind++;
+        }
+    }
+    if (!params && build_params(argc - optind, argv + optind, &params) < 0)
+        return 2;
+    ret = vio_rpc_call(path, method, params, &result, &error);
+    json_decref(params);
+    if (ret == -EREMOTEIO) {
+        json_t *msg = json_object_get(error, "message");
+
+        fprintf(stderr, "vio ctl: %s: %s\n", method,
+                json_is_string(msg) ? json_string_value(msg) : "error");
+        json_decref(error);
+        return 1;
+    }
+    if (ret < 0) {
+        fprintf(stderr, "vio ctl: cannot talk to %s: %s%s\n", path, strerror(-ret),
+                ret == -ENOENT || ret == -ECONNREFUSED ? " (is vio serve running with --ctl?)"
+                                                       : "");
+        return 2;
+    }
+    json_dumpf(result, stdout, JSON_INDENT(2));
+    putchar('\n');
+    json_decref(result);
+    return 0;
+}

@@ -1,0 +1,430 @@
+/* `vio serve`: the device server. Parses the command line into devices,
+ * puts each behind a vhost-user socket, spreads their queues over worker
+ * threads, answers JSON-RPC on the control socket, and shuts down cleanly
+ * on SIGINT/SIGTERM (in-flight requests are completed first). */
+#include "serve/serve.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "backends/block/bdev.h"
+#include "core/log.h"
+#include "core/opts.h"
+#include "core/rpc.h"
+#include "core/workers.h"
+#include "devices/blk.h"
+#include "vhost/vu_backend.h"
+
+#define SERVE_MAX_DEVICES 64
+#define SERVE_MAX_WORKERS 64
+
+struct serve_dev {
+    struct vio_dev *dev;
+    struct vio_vu_backend *vu;
+};
+
+struct serve {
+    struct vio_loop loop;
+    struct vio_workers workers;
+    struct serve_dev devs[SERVE_MAX_DEVICES];
+    unsigned ndevs;
+    struct vio_rpc_server *rpc;
+    int sigfd;
+    struct vio_handler sig_h;
+};
+
+/* A device as declared on the command line, before anything is opened. */
+struct blk_spec {
+    char *spec;
+    char id[32];
+    char socket[108];
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vio serve [options] --blk SPEC [--blk SPEC ...]\n"
+            "\n"
+            "Serve virtio devices over vhost-user to QEMU, Cloud Hypervisor or vio run.\n"
+            "\n"
+            "  --blk id=ID,socket=PATH,path=FILE[,queues=N][,readonly][,direct]\n"
+            "        [,blksize=N][,queue-size=N][,serial=S]\n"
+            "  --blk id=ID,socket=PATH,backend=null[,size=1G][,queues=N]\n"
+            "        a virtio-blk device on a file or block device (io_uring), or on the\n"
+            "        null backend for benchmarks; ,, in a value stands for a comma\n"
+            "  --ctl PATH       JSON-RPC control socket (see `vio ctl`)\n"
+            "  --workers N      worker threads for queues (default: one per CPU,\n"
+            "                   at most one per queue)\n"
+            "  --log-level L    error, warn, info (default) or debug\n"
+            "  -h, --help       this text\n");
+}
+
+static bool valid_id(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n >= 32)
+        return false;
+    for (; *s; s++) {
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_' || *s == '.'))
+            return false;
+    }
+    return true;
+}
+
+/* Build one virtio-blk device from its --blk spec. */
+static int make_blk(const char *spec, struct vio_dev **out, char *socket, size_t socket_len)
+{
+    struct vio_opts o;
+    struct vio_bdev_opts bo = {0};
+    struct vio_blk_opts blo = {0};
+    struct vio_bdev *bdev;
+    const char *id, *sock, *backend;
+    uint64_t queues, qsize, blksize, size;
+    char err[200] = "";
+    int ret;
+
+    ret = vio_opts_parse(spec, &o, err, sizeof(err));
+    if (ret < 0)
+        goto bad;
+    id = vio_opts_get(&o, "id");
+    sock = vio_opts_get(&o, "socket");
+    backend = vio_opts_get(&o, "backend");
+    bo.path = vio_opts_get(&o, "path");
+    blo.serial = vio_opts_get(&o, "serial");
+    if (!id || !valid_id(id)) {
+        snprintf(err, sizeof(err), "id= is required: 1-31 letters, digits, '-', '_' or '.'");
+        goto bad_inval;
+    }
+    if (!sock || !*sock || strlen(sock) >= socket_len) {
+        snprintf(err, sizeof(err), "socket=PATH is required (under %zu bytes)", socket_len);
+        goto bad_inval;
+    }
+    if (backend && strcmp(backend, "null") != 0 && strcmp(backend, "file") != 0) {
+        snprintf(err, sizeof(err), "backend=%s: expected file or null", backend);
+        goto bad_inval;
+    }
+    bo.null = backend && strcmp(backend, "null") == 0;
+    if (bo.null && bo.path) {
+        snprintf(err, sizeof(err), "backend=null takes no path");
+        goto bad_inval;
+    }
+    if (!bo.null && (!bo.path || !*bo.path)) {
+        snprintf(err, sizeof(err), "path=FILE is required (or backend=null)");
+        goto bad_inval;
+    }
+    if ((ret = vio_opts_size(&o, "queues", 1, 1, VIO_BLK_MAX_QUEUES, &queues, err,
+                             sizeof(err))) < 0 ||
+        (ret = vio_opts_size(&o, "queue-size", VIO_BLK_DEFAULT_QUEUE_SIZE, 1, 32768, &qsize, err,
+                             sizeof(err))) < 0 ||
+        (ret = vio_opts_size(&o, "blksize", 0, 0, 65536, &blksize, err, sizeof(err))) < 0 ||
+        (ret = vio_opts_bool(&o, "readonly", false, &bo.readonly, err, sizeof(err))) < 0 ||
+        (ret = vio_opts_bool(&o, "direct", false, &bo.direct, err, sizeof(err))) < 0)
+        goto bad;
+    if (bo.null) {
+        if ((ret = vio_opts_size(&o, "size", 1ull << 30, 4096, 1ull << 50, &size, err,
+                                 sizeof(err))) < 0)
+            goto bad;
+        bo.null_size = size;
+    }
+    if (blksize && (!vio_is_pow2(blksize) || blksize < 512)) {
+        snprintf(err, sizeof(err), "blksize=%llu: must be a power of two >= 512",
+                 (unsigned long long)blksize);
+        goto bad_inval;
+    }
+    if (!vio_is_pow2(qsize)) {
+        snprintf(err, sizeof(err), "queue-size=%llu: must be a power of two",
+                 (unsigned long long)qsize);
+        goto bad_inval;
+    }
+    if ((ret = vio_opts_check_unused(&o, err, sizeof(err))) < 0)
+        goto bad;
+    bo.block_size = (uint32_t)blksize;
+    ret = vio_bdev_open(&bo, &bdev);
+    if (ret < 0)
+        goto out;
+    blo.id = id;
+    blo.num_queues = (uint16_t)queues;
+    blo.queue_size = (uint16_t)qsize;
+    ret = vio_blk_create(&blo, bdev, out);
+    if (ret < 0) {
+        bdev->ops->close(bdev);
+        goto out;
+    }
+    snprintf(socket, socket_len, "%s", sock);
+    goto out;
+
+bad_inval:
+    ret = -EINVAL;
+bad:
+    vio_err("--blk %s: %s", spec, err);
+out:
+    vio_opts_free(&o);
+    return ret;
+}
+
+static struct serve_dev *find_dev(struct serve *s, const char *id)
+{
+    for (unsigned i = 0; i < s->ndevs; i++) {
+        if (strcmp(s->devs[i].dev->id, id) == 0)
+            return &s->devs[i];
+    }
+    return NULL;
+}
+
+static json_t *device_summary(struct serve_dev *sd)
+{
+    json_t *info = vio_vu_backend_info(sd->vu);
+
+    json_object_set_new(info, "id", json_string(sd->dev->id));
+    json_object_set_new(info, "type", json_string(sd->dev->ops->type));
+    json_object_set_new(info, "num_queues", json_integer(sd->dev->num_queues));
+    return info;
+}
+
+static json_t *rpc_device_list(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *list = json_array();
+
+    (void)params;
+    (void)err;
+    for (unsigned i = 0; i < s->ndevs; i++)
+        json_array_append_new(list, device_summary(&s->devs[i]));
+    return list;
+}
+
+static json_t *device_stats(struct serve_dev *sd)
+{
+    json_t *r = device_summary(sd);
+
+    json_object_update_new(r, sd->dev->ops->stats(sd->dev));
+    return r;
+}
+
+static json_t *rpc_device_stats(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *id = params ? json_object_get(params, "id") : NULL;
+    json_t *list;
+
+    if (params && !json_is_object(params))
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "params must be {\"id\": \"...\"}");
+    if (id) {
+        struct serve_dev *sd;
+
+        if (!json_is_string(id))
+            return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "id must be a string");
+        sd = find_dev(s, json_string_value(id));
+        if (!sd)
+            return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "no device '%s'", json_string_value(id));
+        return device_stats(sd);
+    }
+    list = json_array();
+    for (unsigned i = 0; i < s->ndevs; i++)
+        json_array_append_new(list, device_stats(&s->devs[i]));
+    return list;
+}
+
+static json_t *rpc_server_info(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+
+    (void)params;
+    (void)err;
+    return json_pack("{s:s, s:s, s:i, s:i, s:i}", "program", "vio serve", "version", VIO_VERSION,
+                     "pid", (int)getpid(), "workers", (int)s->workers.n, "devices",
+                     (int)s->ndevs);
+}
+
+static const struct vio_rpc_method serve_methods[] = {
+    {"device.list", rpc_device_list, "list devices with their sockets and connection state"},
+    {"device.stats", rpc_device_stats,
+     "counters per device and queue; params {\"id\": ID} for one device"},
+    {"server.info", rpc_server_info, "program, version, pid, worker count"},
+    {NULL, NULL, NULL},
+};
+
+static void signal_handler(struct vio_handler *h, uint32_t events)
+{
+    struct serve *s = vio_container_of(h, struct serve, sig_h);
+    struct signalfd_siginfo si;
+
+    (void)events;
+    if (read(h->fd, &si, sizeof(si)) == sizeof(si)) {
+        vio_info("signal %u: shutting down", si.ssi_signo);
+        vio_loop_stop(&s->loop);
+    }
+}
+
+static unsigned default_workers(unsigned total_queues)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    unsigned n = cpus > 0 ? (unsigned)cpus : 1;
+
+    return VIO_MAX(1u, VIO_MIN(n, total_queues));
+}
+
+static void teardown(struct serve *s)
+{
+    /* Backends first: each disconnect drains in-flight requests on the
+     * workers, which must still be running. */
+    for (unsigned i = 0; i < s->ndevs; i++) {
+        vio_vu_backend_destroy(s->devs[i].vu);
+        s->devs[i].vu = NULL;
+    }
+    vio_rpc_server_destroy(s->rpc);
+    s->rpc = NULL;
+    if (s->workers.n)
+        vio_workers_stop(&s->workers);
+    for (unsigned i = 0; i < s->ndevs; i++)
+        s->devs[i].dev->ops->destroy(s->devs[i].dev);
+    s->ndevs = 0;
+    if (s->sigfd >= 0)
+        close(s->sigfd);
+    vio_loop_destroy(&s->loop);
+}
+
+int vio_serve_main(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"blk", required_argument, NULL, 'b'},   {"ctl", required_argument, NULL, 'c'},
+        {"workers", required_argument, NULL, 'w'}, {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+    };
+    const char *blk_specs[SERVE_MAX_DEVICES];
+    char sockets[SERVE_MAX_DEVICES][108];
+    unsigned nblk = 0, total_queues = 0;
+    uint64_t workers = 0;
+    const char *ctl = NULL;
+    struct serve s;
+    sigset_t sigs;
+    int opt, ret;
+
+    memset(&s, 0, sizeof(s));
+    s.sigfd = -1;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case 'b':
+            if (nblk == SERVE_MAX_DEVICES) {
+                vio_err("at most %d devices", SERVE_MAX_DEVICES);
+                return 2;
+            }
+            blk_specs[nblk++] = optarg;
+            break;
+        case 'c':
+            ctl = optarg;
+            break;
+        case 'w':
+            if (vio_parse_size(optarg, &workers) < 0 || workers < 1 ||
+                workers > SERVE_MAX_WORKERS) {
+                vio_err("--workers %s: expected 1..%d", optarg, SERVE_MAX_WORKERS);
+                return 2;
+            }
+            break;
+        case 'l': {
+            enum vio_log_level level;
+
+            if (vio_log_parse_level(optarg, &level) < 0) {
+                vio_err("--log-level %s: expected error, warn, info or debug", optarg);
+                return 2;
+            }
+            vio_log_set_level(level);
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        vio_err("unexpected argument '%s' (see vio serve --help)", argv[optind]);
+        return 2;
+    }
+    if (nblk == 0) {
+        vio_err("nothing to serve: give at least one --blk (see vio serve --help)");
+        return 2;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    ret = vio_loop_init(&s.loop);
+    if (ret < 0) {
+        vio_err("cannot create the event loop: %s", strerror(-ret));
+        return 1;
+    }
+    for (unsigned i = 0; i < nblk; i++) {
+        struct vio_dev *dev;
+
+        ret = make_blk(blk_specs[i], &dev, sockets[i], sizeof(sockets[i]));
+        if (ret < 0)
+            goto fail;
+        s.devs[s.ndevs++].dev = dev;
+        for (unsigned j = 0; j < i; j++) {
+            if (strcmp(s.devs[j].dev->id, dev->id) == 0 || strcmp(sockets[j], sockets[i]) == 0) {
+                vio_err("--blk %s: id or socket already used by device %s", blk_specs[i],
+                        s.devs[j].dev->id);
+                goto fail;
+            }
+        }
+        total_queues += dev->num_queues;
+    }
+
+    /* SIGINT/SIGTERM arrive through a signalfd on the control loop. */
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    s.sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s.sigfd < 0 || vio_loop_add(&s.loop, &s.sig_h, s.sigfd, EPOLLIN, signal_handler) < 0) {
+        vio_err("cannot set up signal handling: %s", strerror(errno));
+        goto fail;
+    }
+
+    ret = vio_workers_start(&s.workers, workers ? (unsigned)workers : default_workers(total_queues),
+                            "worker");
+    if (ret < 0) {
+        vio_err("cannot start worker threads: %s", strerror(-ret));
+        goto fail;
+    }
+    for (unsigned i = 0; i < s.ndevs; i++) {
+        struct vio_dev *dev = s.devs[i].dev;
+
+        for (unsigned q = 0; q < dev->num_queues; q++)
+            dev->queues[q].loop = vio_workers_next(&s.workers);
+        ret = vio_vu_backend_create(dev, sockets[i], &s.loop, &s.devs[i].vu);
+        if (ret < 0)
+            goto fail;
+        vio_info("%s: virtio-blk, %u queue%s, vhost-user socket %s", dev->id, dev->num_queues,
+                 dev->num_queues == 1 ? "" : "s", sockets[i]);
+    }
+    if (ctl) {
+        ret = vio_rpc_server_create(&s.loop, ctl, serve_methods, &s, &s.rpc);
+        if (ret < 0)
+            goto fail;
+        vio_info("control socket %s", ctl);
+    }
+    vio_info("serving %u device%s with %u worker%s", s.ndevs, s.ndevs == 1 ? "" : "s",
+             s.workers.n, s.workers.n == 1 ? "" : "s");
+
+    ret = vio_loop_run(&s.loop);
+    if (ret < 0)
+        vio_err("control loop failed: %s", strerror(-ret));
+    teardown(&s);
+    vio_info("stopped");
+    return ret < 0 ? 1 : 0;
+
+fail:
+    teardown(&s);
+    return 1;
+}
