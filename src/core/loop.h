@@ -10,6 +10,8 @@
 #include <stdint.h>
 #include <sys/epoll.h>
 
+#include "core/util.h"
+
 struct vio_handler;
 typedef void (*vio_handler_fn)(struct vio_handler *h, uint32_t events);
 

@@ -47,7 +47,8 @@ void vio_dev_cleanup(struct vio_dev *d)
 bool vio_dev_needs_reset(const struct vio_dev *d)
 {
     for (unsigned i = 0; i < d->num_queues; i++) {
-        if (d->queues[i].vq.broken)
+        /* Written by the worker; an untorn read is all we need. */
+        if (__atomic_load_n(&d->queues[i].vq.broken, __ATOMIC_RELAXED))
             return true;
     }
     return false;

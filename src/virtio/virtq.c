@@ -181,7 +181,7 @@ static void read_desc(const struct vio_vring_desc *src, struct vio_vring_desc *d
 static int map_buffer(struct vio_vq *vq, struct vio_vq_elem *e, unsigned *niov, uint64_t addr,
                       uint32_t len)
 {
-    uint64_t left = len;
+    uint64_t left = len, start = addr;
 
     while (left) {
         uint64_t n = left;
@@ -193,8 +193,8 @@ static int map_buffer(struct vio_vq *vq, struct vio_vq_elem *e, unsigned *niov, 
         }
         p = vio_gmem_xlate(vq->mem, addr, &n);
         if (!p) {
-            vio_vq_fault(vq, "buffer 0x%llx+%u at head %u is outside guest memory",
-                         (unsigned long long)addr, len, e->id);
+            vio_vq_fault(vq, "buffer 0x%llx+%u at head %u is outside guest memory (at 0x%llx)",
+                         (unsigned long long)start, len, e->id, (unsigned long long)addr);
             return -EFAULT;
         }
         e->iov[*niov].iov_base = p;
