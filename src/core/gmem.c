@@ -149,7 +149,7 @@ int vio_gmem_uva_to_gpa(const struct vio_gmem *m, uint64_t uva, uint64_t *gpa)
     for (unsigned i = 0; i < m->nregions; i++) {
         const struct vio_gmem_region *r = &m->regions[i];
 
-        if (uva >= r->uva && uva - r->uva < r->size) {
+        if (r->uva && uva >= r->uva && uva - r->uva < r->size) {
             *gpa = r->gpa + (uva - r->uva);
             return 0;
         }

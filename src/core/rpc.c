@@ -120,7 +120,7 @@ char *vio_rpc_handle_text(const struct vio_rpc_method *methods, void *opaque, co
                           size_t len)
 {
     json_error_t jerr;
-    json_t *req = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *req = json_loadb(text, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     json_t *resp;
     char *out;
 
@@ -184,8 +184,13 @@ static int client_flush(struct rpc_client *c)
 
         if (n < 0 && errno == EINTR)
             continue;
-        if (n < 0 && errno == EAGAIN)
-            return vio_loop_mod(c->s->loop, &c->h, EPOLLIN | EPOLLOUT) < 0 ? -1 : 0;
+        if (n < 0 && errno == EAGAIN) {
+            if (vio_loop_mod(c->s->loop, &c->h, EPOLLIN | EPOLLOUT) < 0) {
+                client_close(c);
+                return -1;
+            }
+            return 0;
+        }
         if (n < 0) {
             client_close(c);
             return -1;

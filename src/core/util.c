@@ -12,7 +12,8 @@ int vio_parse_size(const char *s, uint64_t *out)
     unsigned long long v;
     unsigned shift = 0;
 
-    if (!s || !*s || *s == '-' || *s == '+')
+    /* strtoull alone would accept " -1" (and wrap it) or "+1". */
+    if (!s || *s < '0' || *s > '9')
         return -EINVAL;
     errno = 0;
     v = strtoull(s, &end, 10);

@@ -712,7 +712,9 @@ static void conn_handler(struct vio_handler *h, uint32_t events)
             if (ret == -ECONNRESET) {
                 disconnect(b, "connection closed");
             } else {
-                snprintf(why, sizeof(why), "bad message: %s", strerror(-ret));
+                snprintf(why, sizeof(why), "bad message: %s",
+                         ret == -EPIPE ? "connection closed in the middle of a message"
+                                       : strerror(-ret));
                 goto drop;
             }
             return;

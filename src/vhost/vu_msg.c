@@ -147,7 +147,8 @@ int vu_msg_recv(int sock, struct vu_reader *r)
         if (ret < 0)
             goto err;
         if (n == 0) {
-            ret = -ECONNRESET;
+            /* EOF between messages is a close; inside one it is an error. */
+            ret = r->got ? -EPIPE : -ECONNRESET;
             goto err;
         }
         r->got += (size_t)n;

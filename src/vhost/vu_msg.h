@@ -18,7 +18,8 @@ void vu_reader_init(struct vu_reader *r);
 
 /* Read what is available. Returns 1 when r->msg holds a whole message (the
  * caller owns its fds and calls vu_reader_init before the next read), 0 if
- * more bytes are needed, -ECONNRESET at end of stream, -EMSGSIZE for a
+ * more bytes are needed, -ECONNRESET at end of stream between messages,
+ * -EPIPE at end of stream inside a message, -EMSGSIZE for a
  * payload larger than VU_MAX_PAYLOAD, -EPROTO for a bad version or too many
  * or truncated fds, or another -errno. On error all received fds are
  * closed. */

@@ -227,9 +227,9 @@ static void set_call_fn(struct vio_call *c)
     struct queue_op *op = c->arg;
 
     if (op->flag)
-        op->q->vq.err_fd = op->fd;
+        vio_vq_set_err_fd(&op->q->vq, op->fd);
     else
-        op->q->vq.call_fd = op->fd;
+        vio_vq_set_call_fd(&op->q->vq, op->fd);
     vio_call_done(c, 0);
 }
 

@@ -137,7 +137,11 @@ int vio_vq_start(struct vio_vq *vq, const struct vio_gmem *mem, uint16_t max_iov
     vq->shadow_avail_idx = vq->last_avail_idx;
     vq->used_idx = ring_load16(&vq->used->idx);
     vq->used_published = vq->used_idx;
+    /* Nothing new yet: no interrupt until something is used. The first
+     * one after a start is always sent (the driver's state is unknown). */
+    vq->signalled_used = vq->used_idx;
     vq->signalled_used_valid = false;
+    vq->notify_owed = false;
     vq->inflight = 0;
     vq->broken = false;
     return 0;
@@ -369,7 +373,7 @@ static bool should_notify(struct vio_vq *vq)
     uint16_t old = vq->signalled_used;
     bool valid = vq->signalled_used_valid;
 
-    if (valid && old == vq->used_idx)
+    if (old == vq->used_idx)
         return false; /* nothing used since the last notification */
     vq->signalled_used = vq->used_idx;
     vq->signalled_used_valid = true;
@@ -387,8 +391,29 @@ void vio_vq_notify(struct vio_vq *vq)
     if (!vq->used)
         return;
     vio_vq_flush(vq);
-    if (should_notify(vq))
+    if (!should_notify(vq))
+        return;
+    if (vq->call_fd >= 0)
         vio_eventfd_signal(vq->call_fd);
+    else
+        vq->notify_owed = true; /* the transport has not given us a call fd yet */
+}
+
+void vio_vq_set_call_fd(struct vio_vq *vq, int fd)
+{
+    vq->call_fd = fd;
+    if (fd >= 0 && vq->notify_owed) {
+        vq->notify_owed = false;
+        vio_eventfd_signal(fd);
+    }
+}
+
+void vio_vq_set_err_fd(struct vio_vq *vq, int fd)
+{
+    vq->err_fd = fd;
+    /* A queue that broke before the transport gave us the fd still says so. */
+    if (vq->broken)
+        vio_eventfd_signal(fd);
 }
 
 void vio_vq_disable_notify(struct vio_vq *vq)

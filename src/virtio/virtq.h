@@ -53,6 +53,7 @@ struct vio_vq {
     uint16_t used_published;   /* value last stored in used->idx */
     uint16_t signalled_used;   /* used_idx at the last notification */
     bool signalled_used_valid;
+    bool notify_owed; /* a notification was due while call_fd was -1 */
     bool broken; /* the guest broke the ring rules; nothing more is popped */
     uint16_t inflight; /* popped, not yet pushed */
     uint16_t max_iov;  /* iovecs per request */
@@ -102,6 +103,12 @@ void vio_vq_flush(struct vio_vq *vq);
 /* Publish pushed elements and signal call_fd if the driver asked for it
  * (VIRTIO_F_EVENT_IDX or the NO_INTERRUPT flag). */
 void vio_vq_notify(struct vio_vq *vq);
+
+/* Replace the call eventfd; a notification that fell due while there was
+ * none is delivered now. */
+void vio_vq_set_call_fd(struct vio_vq *vq, int fd);
+/* Replace the error eventfd; signalled at once if the queue is broken. */
+void vio_vq_set_err_fd(struct vio_vq *vq, int fd);
 
 /* Ask the driver not to kick while we are draining the ring. */
 void vio_vq_disable_notify(struct vio_vq *vq);
