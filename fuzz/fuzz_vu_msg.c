@@ -255,24 +255,12 @@ static void drain_replies(struct run *r)
     }
 }
 
-/* What vio_loop_run does, without blocking, until nothing is ready. */
+/* Dispatch without blocking until nothing is ready. */
 static void pump(struct run *r)
 {
-    struct vio_loop *l = &r->loop;
-
     for (int iter = 0; iter < 256; iter++) {
-        int n = epoll_wait(l->epfd, l->events, VIO_LOOP_MAX_EVENTS, 0);
-
-        if (n <= 0)
+        if (vio_loop_run_once(&r->loop, 0) <= 0)
             break;
-        l->nevents = n;
-        for (int i = 0; i < n; i++) {
-            struct vio_handler *h = l->events[i].data.ptr;
-
-            if (h)
-                h->fn(h, l->events[i].events);
-        }
-        l->nevents = 0;
         drain_replies(r);
     }
     drain_replies(r);

@@ -135,26 +135,32 @@ bool vio_loop_is_current(const struct vio_loop *l)
     return l->thread_set && pthread_equal(l->thread, pthread_self());
 }
 
+int vio_loop_run_once(struct vio_loop *l, int timeout_ms)
+{
+    int n = epoll_wait(l->epfd, l->events, VIO_LOOP_MAX_EVENTS, timeout_ms);
+
+    if (n < 0)
+        return errno == EINTR ? 0 : -errno;
+    l->nevents = n;
+    for (int i = 0; i < n; i++) {
+        struct vio_handler *h = l->events[i].data.ptr;
+
+        if (h)
+            h->fn(h, l->events[i].events);
+    }
+    l->nevents = 0;
+    return n;
+}
+
 int vio_loop_run(struct vio_loop *l)
 {
     l->thread = pthread_self();
     l->thread_set = true;
     while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
-        int n = epoll_wait(l->epfd, l->events, VIO_LOOP_MAX_EVENTS, -1);
+        int n = vio_loop_run_once(l, -1);
 
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        l->nevents = n;
-        for (int i = 0; i < n; i++) {
-            struct vio_handler *h = l->events[i].data.ptr;
-
-            if (h)
-                h->fn(h, l->events[i].events);
-        }
-        l->nevents = 0;
+        if (n < 0)
+            return n;
     }
     /* Calls queued while stopping still get run so no caller waits forever. */
     run_calls(l);

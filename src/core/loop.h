@@ -67,6 +67,10 @@ void vio_loop_del(struct vio_loop *l, struct vio_handler *h);
 /* Dispatch events until vio_loop_stop(). Records the calling thread as the
  * loop thread. Returns 0, or -errno if epoll fails. */
 int vio_loop_run(struct vio_loop *l);
+/* Wait up to @timeout_ms (-1: forever) and dispatch one batch of events.
+ * Returns how many were ready, or -errno. For tests and fuzzers that pump
+ * a loop by hand on the calling thread. */
+int vio_loop_run_once(struct vio_loop *l, int timeout_ms);
 /* Ask the loop to return from vio_loop_run. Any thread; async-signal-safe. */
 void vio_loop_stop(struct vio_loop *l);
 
