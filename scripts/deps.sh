@@ -11,7 +11,7 @@ PKGS=(
     # unit tests and fuzzing
     libcmocka-dev clang libclang-rt-14-dev
     # end-to-end tests: QEMU as the real client, guest kit, Python harness
-    python3 qemu-system-x86 qemu-system-data qemu-utils
+    python3 qemu-system-x86 qemu-system-data qemu-system-common qemu-utils
     busybox-static cpio kmod
 )
 
