@@ -1,5 +1,5 @@
-/* vio: entry point. One binary, subcommands: serve (device server over
- * vhost-user) and ctl (control client); run and bench come later. */
+/* vio: entry point. One binary, subcommands: run (KVM hypervisor), serve
+ * (device server over vhost-user) and ctl (control client). */
 #include <stdio.h>
 #include <string.h>
 
@@ -9,6 +9,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: vio COMMAND [ARGS]\n"
                "\n"
+               "  run     boot a Linux guest under KVM (vio run --help)\n"
                "  serve   serve virtio devices over vhost-user (vio serve --help)\n"
                "  ctl     talk to a running vio over its control socket (vio ctl --help)\n"
                "  version print the version\n");
@@ -22,6 +23,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "serve") == 0)
         return vio_serve_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "run") == 0)
+        return vio_run_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "ctl") == 0)
         return vio_ctl_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {

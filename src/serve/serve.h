@@ -8,6 +8,8 @@
 
 /* `vio serve ...`: returns the process exit status. */
 int vio_serve_main(int argc, char **argv);
+/* `vio run ...`: returns the process exit status. */
+int vio_run_main(int argc, char **argv);
 /* `vio ctl ...`: returns the process exit status. */
 int vio_ctl_main(int argc, char **argv);
 

@@ -1,0 +1,757 @@
+/* `vio run`: the KVM hypervisor. Checks the command line, the kernel image
+ * and /dev/kvm before anything starts; builds a VM (RAM, emulated PC
+ * devices, PCI with virtio devices in-process or over vhost-user, ACPI
+ * tables, the boot state) and runs it until the guest powers off; a guest
+ * reboot builds a fresh VM. The serial console is on stdin/stdout; vio's
+ * own messages go to stderr. */
+#include "serve/serve.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include "backends/block/bdev.h"
+#include "core/log.h"
+#include "core/opts.h"
+#include "core/rpc.h"
+#include "core/workers.h"
+#include "devices/blk.h"
+#include "devices/console.h"
+#include "devices/rng.h"
+#include "emul/pcsys.h"
+#include "emul/rtc.h"
+#include "emul/uart8250.h"
+#include "vmm/acpi.h"
+#include "vmm/boot.h"
+#include "vmm/pci.h"
+#include "vmm/probe.h"
+#include "vmm/vcpu.h"
+#include "vmm/virtio_pci.h"
+#include "vmm/vpci_local.h"
+
+#define MAX_DEVS 16
+#define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
+
+enum dev_kind { DEV_BLK, DEV_VHOST_BLK, DEV_RNG, DEV_CONSOLE };
+
+struct dev_spec {
+    enum dev_kind kind;
+    char id[32];
+    char path[4096]; /* blk: file; vhost: socket; console: input */
+    char out[4096];  /* console: output */
+    bool readonly, direct;
+    unsigned queues;
+};
+
+struct run_opts {
+    const char *kernel, *initrd, *cmdline, *ctl;
+    uint64_t mem;
+    unsigned cpus, io_threads;
+    bool no_reboot;
+    struct dev_spec devs[MAX_DEVS];
+    unsigned ndevs;
+};
+
+struct session {
+    const struct run_opts *o;
+    struct vio_vm vm;
+    struct vio_loop loop;
+    bool loop_ok;
+    struct vio_workers io;
+    struct vio_pcsys *sys;
+    struct vio_rtc *rtc;
+    struct vio_uart *uart;
+    struct vio_pci *pci;
+    struct vio_vpci *vdevs[MAX_DEVS];
+    unsigned nvdevs;
+    struct vio_rpc_server *rpc;
+    struct vio_handler exit_h, sig_h, stdin_h;
+    bool stdin_watched;
+    unsigned boot;
+};
+
+/* State that outlives one boot. */
+static struct {
+    struct vio_kvm_speed speed;
+    bool speed_known;
+    bool tty_raw;
+    struct termios saved_tty;
+    bool stdin_eof;
+    bool escape; /* Ctrl-A seen on a terminal */
+    bool quit;   /* the operator asked to stop: no reboot */
+    unsigned boots;
+} g;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vio run --kernel BZIMAGE [options]\n"
+            "\n"
+            "Boot a Linux guest under KVM. The serial console (ttyS0) is this terminal;\n"
+            "Ctrl-A x quits when it is a terminal.\n"
+            "\n"
+            "  --kernel FILE       bzImage (Linux boot protocol 2.12+, 64-bit)\n"
+            "  --initrd FILE       initramfs\n"
+            "  --cmdline TEXT      kernel command line (default \"" DEFAULT_CMDLINE "\")\n"
+            "  --mem SIZE          guest RAM (default 512M)\n"
+            "  --cpus N            vCPUs (default 1)\n"
+            "  --blk path=FILE[,readonly][,direct][,queues=N][,id=ID]\n"
+            "                      in-process virtio-blk disk (io_uring)\n"
+            "  --vhost-user-blk socket=PATH[,queues=N][,id=ID]\n"
+            "                      virtio-blk disk served by vio serve or another\n"
+            "                      vhost-user back-end\n"
+            "  --rng               virtio-rng from the host's getrandom()\n"
+            "  --virtio-console in=PATH,out=PATH[,id=ID]\n"
+            "                      virtio-console (hvc0) reading PATH (e.g. a FIFO),\n"
+            "                      writing to out\n"
+            "  --ctl PATH          JSON-RPC control socket (see vio ctl)\n"
+            "  --io-threads N      threads for device queues (default 1)\n"
+            "  --no-reboot         exit when the guest reboots instead of restarting it\n"
+            "  --log-level L       error, warn, info (default) or debug\n");
+}
+
+/* ---- command line ---- */
+
+static int parse_dev(struct run_opts *o, enum dev_kind kind, const char *spec)
+{
+    struct dev_spec *d;
+    struct vio_opts kv;
+    char err[200] = "";
+    const char *id, *v;
+    uint64_t queues = 1;
+    static const char *const prefix[] = {"blk", "vblk", "rng", "con"};
+    int ret;
+
+    if (o->ndevs == MAX_DEVS) {
+        vio_err("at most %d devices", MAX_DEVS);
+        return -E2BIG;
+    }
+    d = &o->devs[o->ndevs];
+    memset(d, 0, sizeof(*d));
+    d->kind = kind;
+    ret = vio_opts_parse(spec ? spec : "", &kv, err, sizeof(err));
+    if (ret < 0 && spec)
+        goto bad;
+    ret = 0;
+    id = spec ? vio_opts_get(&kv, "id") : NULL;
+    if (id && (!*id || strlen(id) >= sizeof(d->id) || strpbrk(id, " /,"))) {
+        snprintf(err, sizeof(err), "id=%s: 1-31 characters, no spaces, slashes or commas", id);
+        goto bad_inval;
+    }
+    if (id)
+        snprintf(d->id, sizeof(d->id), "%s", id);
+    else
+        snprintf(d->id, sizeof(d->id), "%s%u", prefix[kind], o->ndevs);
+    for (unsigned i = 0; i < o->ndevs; i++) {
+        if (strcmp(o->devs[i].id, d->id) == 0) {
+            snprintf(err, sizeof(err), "id=%s is used twice", d->id);
+            goto bad_inval;
+        }
+    }
+    switch (kind) {
+    case DEV_BLK:
+        v = vio_opts_get(&kv, "path");
+        if (!v || !*v) {
+            snprintf(err, sizeof(err), "path=FILE is required");
+            goto bad_inval;
+        }
+        snprintf(d->path, sizeof(d->path), "%s", v);
+        if ((ret = vio_opts_bool(&kv, "readonly", false, &d->readonly, err, sizeof(err))) < 0 ||
+            (ret = vio_opts_bool(&kv, "direct", false, &d->direct, err, sizeof(err))) < 0 ||
+            (ret = vio_opts_size(&kv, "queues", 1, 1, VIO_BLK_MAX_QUEUES, &queues, err,
+                                 sizeof(err))) < 0)
+            goto bad;
+        break;
+    case DEV_VHOST_BLK:
+        v = vio_opts_get(&kv, "socket");
+        if (!v || !*v || strlen(v) >= 108) {
+            snprintf(err, sizeof(err), "socket=PATH is required (under 108 bytes)");
+            goto bad_inval;
+        }
+        snprintf(d->path, sizeof(d->path), "%s", v);
+        if ((ret = vio_opts_size(&kv, "queues", 0, 0, 64, &queues, err, sizeof(err))) < 0)
+            goto bad;
+        break;
+    case DEV_RNG:
+        break;
+    case DEV_CONSOLE:
+        v = vio_opts_get(&kv, "in");
+        if (v)
+            snprintf(d->path, sizeof(d->path), "%s", v);
+        v = vio_opts_get(&kv, "out");
+        if (v)
+            snprintf(d->out, sizeof(d->out), "%s", v);
+        if (!d->path[0] && !d->out[0]) {
+            snprintf(err, sizeof(err), "give in=PATH and/or out=PATH");
+            goto bad_inval;
+        }
+        break;
+    }
+    d->queues = (unsigned)queues;
+    if (spec && (ret = vio_opts_check_unused(&kv, err, sizeof(err))) < 0)
+        goto bad;
+    vio_opts_free(&kv);
+    o->ndevs++;
+    return 0;
+
+bad_inval:
+    ret = -EINVAL;
+bad:
+    vio_err("%s: %s", spec ? spec : "device", err);
+    vio_opts_free(&kv);
+    return ret;
+}
+
+static int parse_args(int argc, char **argv, struct run_opts *o)
+{
+    enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_CPUS, O_BLK, O_VHOST_BLK, O_RNG,
+           O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG };
+    static const struct option longopts[] = {
+        {"kernel", required_argument, NULL, O_KERNEL},
+        {"initrd", required_argument, NULL, O_INITRD},
+        {"cmdline", required_argument, NULL, O_CMDLINE},
+        {"mem", required_argument, NULL, O_MEM},
+        {"cpus", required_argument, NULL, O_CPUS},
+        {"blk", required_argument, NULL, O_BLK},
+        {"vhost-user-blk", required_argument, NULL, O_VHOST_BLK},
+        {"rng", no_argument, NULL, O_RNG},
+        {"virtio-console", required_argument, NULL, O_CONSOLE},
+        {"ctl", required_argument, NULL, O_CTL},
+        {"io-threads", required_argument, NULL, O_IOT},
+        {"no-reboot", no_argument, NULL, O_NOREBOOT},
+        {"log-level", required_argument, NULL, O_LOG},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    uint64_t v;
+    int opt;
+
+    memset(o, 0, sizeof(*o));
+    o->mem = 512ull << 20;
+    o->cpus = 1;
+    o->io_threads = 1;
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        switch (opt) {
+        case O_KERNEL:
+            o->kernel = optarg;
+            break;
+        case O_INITRD:
+            o->initrd = optarg;
+            break;
+        case O_CMDLINE:
+            o->cmdline = optarg;
+            break;
+        case O_MEM:
+            if (vio_parse_size(optarg, &v) < 0 || v == 0) {
+                vio_err("--mem %s: expected a size such as 512M or 2G", optarg);
+                return -EINVAL;
+            }
+            /* A bare number means MiB, as in QEMU. */
+            o->mem = strspn(optarg, "0123456789") == strlen(optarg) ? v << 20 : v;
+            if (v > (1ull << 44)) {
+                vio_err("--mem %s: too large", optarg);
+                return -EINVAL;
+            }
+            break;
+        case O_CPUS:
+            if (vio_parse_size(optarg, &v) < 0 || v < 1 || v > VIO_VM_MAX_CPUS) {
+                vio_err("--cpus %s: expected 1..%d", optarg, VIO_VM_MAX_CPUS);
+                return -EINVAL;
+            }
+            o->cpus = (unsigned)v;
+            break;
+        case O_BLK:
+        case O_VHOST_BLK:
+        case O_CONSOLE:
+            if (parse_dev(o, opt == O_BLK ? DEV_BLK : opt == O_CONSOLE ? DEV_CONSOLE
+                                                                        : DEV_VHOST_BLK,
+                          optarg) < 0)
+                return -EINVAL;
+            break;
+        case O_RNG:
+            if (parse_dev(o, DEV_RNG, NULL) < 0)
+                return -EINVAL;
+            break;
+        case O_CTL:
+            o->ctl = optarg;
+            break;
+        case O_IOT:
+            if (vio_parse_size(optarg, &v) < 0 || v < 1 || v > 64) {
+                vio_err("--io-threads %s: expected 1..64", optarg);
+                return -EINVAL;
+            }
+            o->io_threads = (unsigned)v;
+            break;
+        case O_NOREBOOT:
+            o->no_reboot = true;
+            break;
+        case O_LOG: {
+            enum vio_log_level level;
+
+            if (vio_log_parse_level(optarg, &level) < 0) {
+                vio_err("--log-level %s: expected error, warn, info or debug", optarg);
+                return -EINVAL;
+            }
+            vio_log_set_level(level);
+            break;
+        }
+        case 'h':
+            usage(stdout);
+            return 1;
+        default:
+            usage(stderr);
+            return -EINVAL;
+        }
+    }
+    if (optind < argc) {
+        vio_err("unexpected argument '%s' (see vio run --help)", argv[optind]);
+        return -EINVAL;
+    }
+    if (!o->kernel) {
+        vio_err("--kernel is required (see vio run --help)");
+        return -EINVAL;
+    }
+    if (!o->cmdline)
+        o->cmdline = DEFAULT_CMDLINE;
+    return 0;
+}
+
+/* The kernel is checked before anything else starts. */
+static int check_kernel(const char *path)
+{
+    uint8_t hdr[0x1000];
+    struct stat st;
+    char why[160];
+    ssize_t n;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), ret;
+
+    if (fd < 0) {
+        vio_err("--kernel %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        vio_err("--kernel %s: not a regular file", path);
+        close(fd);
+        return -EINVAL;
+    }
+    n = read(fd, hdr, sizeof(hdr));
+    close(fd);
+    if (n < 0)
+        return -errno;
+    /* Only the header is here: the size checks use the real file size. */
+    ret = vio_boot_check_bzimage(hdr, (size_t)n < sizeof(hdr) ? (size_t)n : (size_t)st.st_size,
+                                 why, sizeof(why));
+    if (ret < 0)
+        vio_err("--kernel %s: %s", path, why);
+    return ret;
+}
+
+/* ---- terminal ---- */
+
+static void restore_tty(void)
+{
+    if (g.tty_raw) {
+        tcsetattr(STDIN_FILENO, TCSANOW, &g.saved_tty);
+        g.tty_raw = false;
+    }
+}
+
+static void setup_tty(void)
+{
+    struct termios t;
+
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &g.saved_tty) < 0)
+        return;
+    t = g.saved_tty;
+    cfmakeraw(&t);
+    t.c_oflag |= OPOST | ONLCR; /* keep our own stderr lines readable */
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) {
+        g.tty_raw = true;
+        atexit(restore_tty);
+    }
+}
+
+/* ---- control API ---- */
+
+static json_t *rpc_vm_info(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct session *s = opaque;
+
+    (void)params;
+    (void)err;
+    return json_pack("{s:s, s:s, s:i, s:I, s:i, s:s, s:o, s:b}", "program", "vio run",
+                     "version", VIO_VERSION, "cpus", (int)s->vm.ncpus, "mem_bytes",
+                     (json_int_t)s->vm.ram_size, "boot", (int)s->boot, "kernel", s->o->kernel,
+                     "kvm_ns_per_iter",
+                     g.speed_known ? json_real(g.speed.ns_per_iter) : json_null(),
+                     "kvm_slow", g.speed_known && g.speed.slow);
+}
+
+static json_t *rpc_device_list(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct session *s = opaque;
+    json_t *list = json_array();
+
+    (void)params;
+    (void)err;
+    for (unsigned i = 0; i < s->nvdevs; i++)
+        json_array_append_new(list, vio_vpci_info(s->vdevs[i]));
+    return list;
+}
+
+static json_t *rpc_device_stats(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct session *s = opaque;
+    json_t *id = params ? json_object_get(params, "id") : NULL;
+
+    if (params && !json_is_object(params))
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "params must be {\"id\": \"...\"}");
+    if (!id)
+        return rpc_device_list(opaque, params, err);
+    if (!json_is_string(id))
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "id must be a string");
+    for (unsigned i = 0; i < s->nvdevs; i++) {
+        if (strcmp(vio_vpci_id(s->vdevs[i]), json_string_value(id)) == 0)
+            return vio_vpci_info(s->vdevs[i]);
+    }
+    return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "no device '%s'", json_string_value(id));
+}
+
+static json_t *rpc_vm_stop(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct session *s = opaque;
+
+    (void)params;
+    (void)err;
+    g.quit = true;
+    vio_vm_request_exit(&s->vm, VIO_VM_STOPPED);
+    return json_true();
+}
+
+static const struct vio_rpc_method run_methods[] = {
+    {"vm.info", rpc_vm_info, "cpus, memory, boot count, KVM speed"},
+    {"vm.stop", rpc_vm_stop, "stop the VM and exit"},
+    {"device.list", rpc_device_list, "virtio devices with their state"},
+    {"device.stats", rpc_device_stats, "state and counters; params {\"id\": ID} for one"},
+    {NULL, NULL, NULL},
+};
+
+/* ---- one boot ---- */
+
+static void exit_handler(struct vio_handler *h, uint32_t events)
+{
+    struct session *s = vio_container_of(h, struct session, exit_h);
+
+    (void)events;
+    vio_eventfd_drain(h->fd);
+    vio_loop_stop(&s->loop);
+}
+
+static void signal_handler(struct vio_handler *h, uint32_t events)
+{
+    struct session *s = vio_container_of(h, struct session, sig_h);
+    struct signalfd_siginfo si;
+
+    (void)events;
+    if (read(h->fd, &si, sizeof(si)) != sizeof(si))
+        return;
+    vio_info("signal %u: stopping the VM", si.ssi_signo);
+    g.quit = true;
+    vio_vm_request_exit(&s->vm, VIO_VM_STOPPED);
+}
+
+static void stdin_handler(struct vio_handler *h, uint32_t events)
+{
+    struct session *s = vio_container_of(h, struct session, stdin_h);
+    uint8_t buf[256], out[256];
+    size_t n_out = 0;
+    ssize_t n;
+
+    (void)events;
+    n = read(STDIN_FILENO, buf, sizeof(buf));
+    if (n <= 0) {
+        if (n < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        g.stdin_eof = true;
+        vio_loop_del(&s->loop, h);
+        s->stdin_watched = false;
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++) {
+        if (g.tty_raw && g.escape) {
+            g.escape = false;
+            if (buf[i] == 'x') {
+                vio_info("Ctrl-A x: stopping the VM");
+                g.quit = true;
+                vio_vm_request_exit(&s->vm, VIO_VM_STOPPED);
+                return;
+            }
+            if (buf[i] != 0x01)
+                continue;
+        } else if (g.tty_raw && buf[i] == 0x01) {
+            g.escape = true;
+            continue;
+        }
+        out[n_out++] = buf[i];
+    }
+    /* A full FIFO drops input, as a real UART would. */
+    vio_uart_input(s->uart, out, n_out);
+}
+
+static int open_console_fd(const char *path, bool input)
+{
+    struct stat st;
+    int flags;
+
+    if (!path[0])
+        return -1;
+    if (input)
+        /* A FIFO opened read-write never reports end-of-file when its
+         * writers come and go. */
+        flags = (stat(path, &st) == 0 && S_ISFIFO(st.st_mode)) ? O_RDWR : O_RDONLY;
+    else
+        flags = O_WRONLY | O_CREAT | O_APPEND;
+    return open(path, flags | O_NONBLOCK | O_CLOEXEC, 0644);
+}
+
+static int add_local(struct session *s, struct vio_dev *dev, const char *type)
+{
+    struct vio_vpci *v;
+    int ret;
+
+    dev->mem = &s->vm.gmem;
+    for (unsigned q = 0; q < dev->num_queues; q++)
+        dev->queues[q].loop = vio_workers_next(&s->io);
+    ret = vio_vpci_create(&s->vm, s->pci, &s->loop, dev->id, type, dev->ops->device_id,
+                          &vio_vpci_local_ops, dev, &v);
+    if (ret < 0)
+        return ret;
+    s->vdevs[s->nvdevs++] = v;
+    return 0;
+}
+
+static int add_device(struct session *s, const struct dev_spec *d)
+{
+    struct vio_dev *dev;
+    int ret;
+
+    switch (d->kind) {
+    case DEV_BLK: {
+        struct vio_bdev_opts bo = {.path = d->path, .readonly = d->readonly,
+                                   .direct = d->direct};
+        struct vio_blk_opts blo = {.id = d->id, .num_queues = (uint16_t)d->queues,
+                                   .queue_size = 256};
+        struct vio_bdev *bdev;
+
+        ret = vio_bdev_open(&bo, &bdev);
+        if (ret < 0)
+            return ret;
+        ret = vio_blk_create(&blo, bdev, &dev);
+        if (ret < 0) {
+            bdev->ops->close(bdev);
+            return ret;
+        }
+        return add_local(s, dev, "blk");
+    }
+    case DEV_VHOST_BLK: {
+        struct vio_vpci_vhost *h;
+        struct vio_vpci *v;
+
+        ret = vio_vpci_vhost_create(&s->vm, d->path, VIO_ID_BLOCK, d->queues, &h);
+        if (ret < 0)
+            return ret;
+        ret = vio_vpci_create(&s->vm, s->pci, &s->loop, d->id, "vhost-user-blk", VIO_ID_BLOCK,
+                              &vio_vpci_vhost_ops, h, &v);
+        if (ret < 0)
+            return ret;
+        s->vdevs[s->nvdevs++] = v;
+        return 0;
+    }
+    case DEV_RNG:
+        ret = vio_rng_create(d->id, &dev);
+        return ret < 0 ? ret : add_local(s, dev, "rng");
+    case DEV_CONSOLE: {
+        int in = open_console_fd(d->path, true), out = open_console_fd(d->out, false);
+
+        if ((d->path[0] && in < 0) || (d->out[0] && out < 0)) {
+            ret = -errno;
+            vio_err("%s: cannot open %s: %s", d->id, in < 0 && d->path[0] ? d->path : d->out,
+                    strerror(errno));
+            if (in >= 0)
+                close(in);
+            if (out >= 0)
+                close(out);
+            return ret;
+        }
+        ret = vio_console_create(d->id, in, out, &dev);
+        if (ret < 0) {
+            if (in >= 0)
+                close(in);
+            if (out >= 0)
+                close(out);
+            return ret;
+        }
+        return add_local(s, dev, "console");
+    }
+    }
+    return -EINVAL;
+}
+
+static void session_teardown(struct session *s)
+{
+    /* vCPUs first (nothing dispatches into devices any more), then the
+     * devices (their queues drain while guest RAM is still mapped), then
+     * the I/O threads, then the VM itself. */
+    vio_vm_stop(&s->vm);
+    if (s->rpc)
+        vio_rpc_server_destroy(s->rpc);
+    for (unsigned i = 0; i < s->nvdevs; i++)
+        vio_vpci_destroy(s->vdevs[i]);
+    s->nvdevs = 0;
+    vio_pci_destroy(s->pci);
+    vio_uart_destroy(s->uart);
+    vio_rtc_destroy(s->rtc);
+    vio_pcsys_destroy(s->sys);
+    if (s->io.n)
+        vio_workers_stop(&s->io);
+    if (s->loop_ok) {
+        if (s->stdin_watched)
+            vio_loop_del(&s->loop, &s->stdin_h);
+        vio_loop_destroy(&s->loop);
+    }
+    vio_vm_destroy(&s->vm);
+}
+
+static enum vio_vm_exit run_once(const struct run_opts *o, int sigfd)
+{
+    struct vio_vm_opts vo = {.mem_size = o->mem, .ncpus = o->cpus};
+    struct vio_boot_opts bo = {.kernel = o->kernel, .initrd = o->initrd, .cmdline = o->cmdline};
+    struct vio_boot_regs regs;
+    struct session s;
+    enum vio_vm_exit result = VIO_VM_ERROR;
+    int ret;
+
+    memset(&s, 0, sizeof(s));
+    s.o = o;
+    s.boot = ++g.boots;
+    ret = vio_vm_create(&vo, &s.vm);
+    if (ret < 0)
+        return VIO_VM_ERROR;
+    if (vio_loop_init(&s.loop) < 0)
+        goto out;
+    s.loop_ok = true;
+    if (vio_workers_start(&s.io, o->io_threads, "io") < 0)
+        goto out;
+    if (vio_pcsys_create(&s.vm, &s.sys) < 0 || vio_rtc_create(&s.vm, &s.rtc) < 0 ||
+        vio_uart_create(&s.vm, VIO_COM1_PORT, VIO_COM1_IRQ, STDOUT_FILENO, &s.uart) < 0 ||
+        vio_pci_create(&s.vm, &s.pci) < 0) {
+        vio_err("cannot set up the emulated PC devices");
+        goto out;
+    }
+    for (unsigned i = 0; i < o->ndevs; i++) {
+        if (add_device(&s, &o->devs[i]) < 0) {
+            vio_err("%s: device could not be set up", o->devs[i].id);
+            goto out;
+        }
+    }
+    bo.rsdp_addr = vio_acpi_build(&s.vm);
+    if (!bo.rsdp_addr || vio_boot_load(&s.vm, &bo, &regs) < 0)
+        goto out;
+    if (vio_vm_create_vcpus(&s.vm) < 0 || vio_vcpu_set_boot_regs(&s.vm.vcpus[0], &regs) < 0) {
+        vio_err("cannot set up the vCPUs");
+        goto out;
+    }
+    if (o->ctl && vio_rpc_server_create(&s.loop, o->ctl, run_methods, &s, &s.rpc) < 0)
+        goto out;
+    if (vio_loop_add(&s.loop, &s.exit_h, s.vm.exit_fd, EPOLLIN, exit_handler) < 0 ||
+        vio_loop_add(&s.loop, &s.sig_h, sigfd, EPOLLIN, signal_handler) < 0)
+        goto out;
+    if (!g.stdin_eof) {
+        int fl = fcntl(STDIN_FILENO, F_GETFL);
+
+        if (fl >= 0 && fcntl(STDIN_FILENO, F_SETFL, fl | O_NONBLOCK) == 0 &&
+            vio_loop_add(&s.loop, &s.stdin_h, STDIN_FILENO, EPOLLIN, stdin_handler) == 0)
+            s.stdin_watched = true;
+    }
+    vio_info("boot %u: %u vCPU%s, %llu MiB, %u device%s", s.boot, o->cpus, o->cpus == 1 ? "" : "s",
+             (unsigned long long)(o->mem >> 20), s.nvdevs, s.nvdevs == 1 ? "" : "s");
+    if (vio_vm_start(&s.vm) < 0)
+        goto out;
+    ret = vio_loop_run(&s.loop);
+    if (ret < 0)
+        vio_err("control loop failed: %s", strerror(-ret));
+    result = (enum vio_vm_exit)atomic_load(&s.vm.exit_reason);
+    if (result == VIO_VM_RUNNING)
+        result = VIO_VM_ERROR;
+out:
+    session_teardown(&s);
+    return result;
+}
+
+int vio_run_main(int argc, char **argv)
+{
+    struct run_opts o;
+    enum vio_vm_exit r;
+    sigset_t sigs;
+    int sigfd, ret;
+
+    ret = parse_args(argc, argv, &o);
+    if (ret)
+        return ret > 0 ? 0 : 2;
+    if (check_kernel(o.kernel) < 0)
+        return 2;
+    if (o.initrd && access(o.initrd, R_OK) < 0) {
+        vio_err("--initrd %s: %s", o.initrd, strerror(errno));
+        return 2;
+    }
+    if (vio_kvm_probe(&g.speed) < 0) {
+        vio_err("cannot use /dev/kvm: %s", access("/dev/kvm", F_OK) < 0
+                                               ? "it does not exist (load kvm-intel or kvm-amd, "
+                                                 "or enable nested virtualization)"
+                                               : "open or probe failed (run as root or join "
+                                                 "the kvm group)");
+        return 1;
+    }
+    g.speed_known = true;
+    if (g.speed.slow)
+        vio_warn("this host's KVM%s runs guest kernel code at %.0f ns per loop iteration "
+                 "(hardware virtualization: about 1 ns): it emulates guest kernel mode. A Linux "
+                 "guest boots in minutes here, and what you would measure is that emulation, "
+                 "not vio. Use a host with nested virtualization (see tests/rig).",
+                 g.speed.pvm ? " (kvm_pvm)" : "", g.speed.ns_per_iter);
+    else
+        vio_info("KVM runs guest kernel code natively here (%.1f ns per loop iteration)",
+                 g.speed.ns_per_iter);
+
+    signal(SIGPIPE, SIG_IGN);
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (sigfd < 0) {
+        vio_err("signalfd: %s", strerror(errno));
+        return 1;
+    }
+    setup_tty();
+    for (;;) {
+        r = run_once(&o, sigfd);
+        vio_info("VM %s", vio_vm_exit_name(r));
+        if (r != VIO_VM_REBOOT || o.no_reboot || g.quit)
+            break;
+        vio_info("rebooting");
+    }
+    close(sigfd);
+    restore_tty();
+    return r == VIO_VM_ERROR ? 1 : 0;
+}

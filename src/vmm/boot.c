@@ -1,0 +1,299 @@
+/* bzImage loader for the 64-bit boot protocol (see boot.h). Every size read
+ * from the image is checked before it is used to copy anything. */
+#include "vmm/boot.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+/* setup_header field offsets, from the start of the image / boot_params. */
+#define HDR_SETUP_SECTS   0x1f1
+#define HDR_BOOT_FLAG     0x1fe
+#define HDR_JUMP          0x200
+#define HDR_MAGIC         0x202
+#define HDR_VERSION       0x206
+#define HDR_TYPE_OF_LOADER 0x210
+#define HDR_LOADFLAGS     0x211
+#define HDR_RAMDISK_IMAGE 0x218
+#define HDR_RAMDISK_SIZE  0x21c
+#define HDR_HEAP_END_PTR  0x224
+#define HDR_CMD_LINE_PTR  0x228
+#define HDR_INITRD_MAX    0x22c
+#define HDR_XLOADFLAGS    0x236
+#define HDR_CMDLINE_SIZE  0x238
+#define HDR_INIT_SIZE     0x260
+
+#define BP_ACPI_RSDP    0x070
+#define BP_E820_ENTRIES 0x1e8
+#define BP_E820_TABLE   0x2d0
+#define BP_E820_MAX     128
+
+#define LOADED_HIGH   0x01
+#define CAN_USE_HEAP  0x80
+#define XLF_KERNEL_64 0x01
+
+#define E820_RAM      1
+#define E820_RESERVED 2
+
+static uint16_t rd16(const uint8_t *p, size_t off)
+{
+    uint16_t v;
+
+    memcpy(&v, p + off, 2);
+    return v;
+}
+
+static uint32_t rd32(const uint8_t *p, size_t off)
+{
+    uint32_t v;
+
+    memcpy(&v, p + off, 4);
+    return v;
+}
+
+static void wr16(uint8_t *p, size_t off, uint16_t v)
+{
+    memcpy(p + off, &v, 2);
+}
+
+static void wr32(uint8_t *p, size_t off, uint32_t v)
+{
+    memcpy(p + off, &v, 4);
+}
+
+static void wr64(uint8_t *p, size_t off, uint64_t v)
+{
+    memcpy(p + off, &v, 8);
+}
+
+int vio_boot_check_bzimage(const uint8_t *img, size_t len, char *why, size_t why_len)
+{
+    size_t setup, hdr_end;
+    uint16_t version;
+
+    if (len < 0x270) {
+        snprintf(why, why_len, "only %zu bytes, too short for a boot header", len);
+        return -ENOEXEC;
+    }
+    if (rd16(img, HDR_BOOT_FLAG) != 0xaa55 || memcmp(img + HDR_MAGIC, "HdrS", 4) != 0) {
+        snprintf(why, why_len, "not a bzImage (no boot sector signature or HdrS magic)");
+        return -ENOEXEC;
+    }
+    version = rd16(img, HDR_VERSION);
+    if (version < 0x020c) {
+        snprintf(why, why_len, "boot protocol %u.%02u is older than 2.12", version >> 8,
+                 version & 0xff);
+        return -ENOEXEC;
+    }
+    if (!(rd16(img, HDR_XLOADFLAGS) & XLF_KERNEL_64) || !(img[HDR_LOADFLAGS] & LOADED_HIGH)) {
+        snprintf(why, why_len, "the kernel has no 64-bit entry point");
+        return -ENOEXEC;
+    }
+    hdr_end = 0x202 + img[0x201];
+    setup = (img[HDR_SETUP_SECTS] ? img[HDR_SETUP_SECTS] : 4) + 1;
+    setup *= 512;
+    if (hdr_end > setup || setup >= len) {
+        snprintf(why, why_len, "setup size %zu does not fit the %zu-byte file", setup, len);
+        return -ENOEXEC;
+    }
+    if (rd32(img, HDR_INIT_SIZE) < len - setup) {
+        snprintf(why, why_len, "init_size %u is smaller than the kernel itself",
+                 rd32(img, HDR_INIT_SIZE));
+        return -ENOEXEC;
+    }
+    return 0;
+}
+
+static int read_file(const char *path, uint8_t **buf, size_t *len)
+{
+    struct stat st;
+    int fd = open(path, O_RDONLY | O_CLOEXEC), ret = 0;
+    size_t done = 0;
+
+    if (fd < 0)
+        return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        ret = fd < 0 ? -errno : -EINVAL;
+        goto out;
+    }
+    *len = (size_t)st.st_size;
+    *buf = malloc(*len ? *len : 1);
+    if (!*buf) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    while (done < *len) {
+        ssize_t n = read(fd, *buf + done, *len - done);
+
+        if (n <= 0) {
+            ret = n < 0 ? -errno : -EIO;
+            free(*buf);
+            *buf = NULL;
+            goto out;
+        }
+        done += (size_t)n;
+    }
+out:
+    close(fd);
+    return ret;
+}
+
+static void add_e820(uint8_t *bp, uint64_t addr, uint64_t size, uint32_t type)
+{
+    uint8_t n = bp[BP_E820_ENTRIES];
+    size_t off = BP_E820_TABLE + 20u * n;
+
+    if (n >= BP_E820_MAX || size == 0)
+        return;
+    wr64(bp, off, addr);
+    wr64(bp, off + 8, size);
+    wr32(bp, off + 16, type);
+    bp[BP_E820_ENTRIES] = (uint8_t)(n + 1);
+}
+
+static void build_page_tables(uint8_t *pt)
+{
+    /* PML4 -> one PDPT -> four page directories of 2 MiB pages: the first
+     * 4 GiB identity-mapped. @pt is the host view of VIO_BOOT_PML4. */
+    uint64_t pdpt = VIO_BOOT_PML4 + 0x1000, pd = VIO_BOOT_PML4 + 0x2000;
+
+    memset(pt, 0, 6 * 0x1000);
+    wr64(pt, 0, pdpt | 0x3);
+    for (unsigned i = 0; i < 4; i++) {
+        wr64(pt, 0x1000 + 8 * i, (pd + 0x1000ull * i) | 0x3);
+        for (unsigned j = 0; j < 512; j++) {
+            uint64_t addr = ((uint64_t)i << 30) | ((uint64_t)j << 21);
+
+            wr64(pt, 0x2000 + 0x1000 * i + 8 * j, addr | 0x83); /* present, rw, 2 MiB */
+        }
+    }
+}
+
+static void build_gdt(uint8_t *gdt)
+{
+    static const uint64_t entries[] = {
+        0,
+        0,
+        0x00af9b000000ffffull, /* 0x10: 64-bit code */
+        0x00cf93000000ffffull, /* 0x18: flat data */
+        0x00008b0000000fffull, /* 0x20: TSS (for TR) */
+    };
+
+    memcpy(gdt, entries, sizeof(entries));
+}
+
+int vio_boot_load(struct vio_vm *vm, const struct vio_boot_opts *o, struct vio_boot_regs *regs)
+{
+    uint8_t *img = NULL, *bp, *dst;
+    size_t len, setup, kernel_len, cmd_len, hdr_end;
+    uint64_t kernel_end, initrd_addr = 0, initrd_size = 0;
+    uint32_t cmdline_max, init_size;
+    char why[160];
+    int ret;
+
+    ret = read_file(o->kernel, &img, &len);
+    if (ret < 0) {
+        vio_err("--kernel %s: cannot read: %s", o->kernel, strerror(-ret));
+        return ret;
+    }
+    ret = vio_boot_check_bzimage(img, len, why, sizeof(why));
+    if (ret < 0) {
+        vio_err("--kernel %s: %s", o->kernel, why);
+        goto out;
+    }
+    setup = ((size_t)(img[HDR_SETUP_SECTS] ? img[HDR_SETUP_SECTS] : 4) + 1) * 512;
+    kernel_len = len - setup;
+    init_size = rd32(img, HDR_INIT_SIZE);
+    kernel_end = VIO_KERNEL_START + init_size;
+    if (kernel_end > vm->low_size) {
+        vio_err("--kernel %s needs %u MiB to unpack; give the VM more --mem", o->kernel,
+                (unsigned)(kernel_end >> 20) + 1);
+        ret = -ENOMEM;
+        goto out;
+    }
+    dst = vio_vm_gpa(vm, VIO_KERNEL_START, kernel_len);
+    if (!dst) {
+        ret = -ENOMEM;
+        goto out;
+    }
+    memcpy(dst, img + setup, kernel_len);
+
+    /* boot_params: zeroed, with the image's setup header copied in. */
+    bp = vio_vm_gpa(vm, VIO_BOOT_PARAMS, 0x1000);
+    memset(bp, 0, 0x1000);
+    hdr_end = 0x202 + img[0x201];
+    memcpy(bp + HDR_SETUP_SECTS, img + HDR_SETUP_SECTS, hdr_end - HDR_SETUP_SECTS);
+    bp[HDR_TYPE_OF_LOADER] = 0xff;
+    bp[HDR_LOADFLAGS] |= CAN_USE_HEAP;
+    wr16(bp, HDR_HEAP_END_PTR, 0xfe00);
+
+    cmd_len = o->cmdline ? strlen(o->cmdline) : 0;
+    cmdline_max = rd32(img, HDR_CMDLINE_SIZE);
+    if (cmd_len > cmdline_max || cmd_len >= VIO_BOOT_CMDLINE_MAX) {
+        vio_err("--cmdline is %zu bytes; this kernel takes at most %u", cmd_len, cmdline_max);
+        ret = -E2BIG;
+        goto out;
+    }
+    dst = vio_vm_gpa(vm, VIO_BOOT_CMDLINE, cmd_len + 1);
+    memcpy(dst, o->cmdline ? o->cmdline : "", cmd_len + 1);
+    wr32(bp, HDR_CMD_LINE_PTR, (uint32_t)VIO_BOOT_CMDLINE);
+
+    if (o->initrd) {
+        uint8_t *ird;
+        size_t ird_len;
+        uint64_t top = (uint64_t)rd32(img, HDR_INITRD_MAX) + 1;
+
+        ret = read_file(o->initrd, &ird, &ird_len);
+        if (ret < 0) {
+            vio_err("--initrd %s: cannot read: %s", o->initrd, strerror(-ret));
+            goto out;
+        }
+        if (top > vm->low_size)
+            top = vm->low_size;
+        initrd_size = ird_len;
+        if (ird_len > top || ((top - ird_len) & ~0xfffull) < kernel_end) {
+            vio_err("--initrd %s (%zu MiB) does not fit below %llu MiB next to the kernel; "
+                    "give the VM more --mem",
+                    o->initrd, ird_len >> 20, (unsigned long long)(top >> 20));
+            free(ird);
+            ret = -ENOMEM;
+            goto out;
+        }
+        initrd_addr = (top - ird_len) & ~0xfffull;
+        memcpy(vio_vm_gpa(vm, initrd_addr, ird_len), ird, ird_len);
+        free(ird);
+        wr32(bp, HDR_RAMDISK_IMAGE, (uint32_t)initrd_addr);
+        wr32(bp, HDR_RAMDISK_SIZE, (uint32_t)initrd_size);
+    }
+    wr64(bp, BP_ACPI_RSDP, o->rsdp_addr);
+
+    add_e820(bp, 0, VIO_EBDA_START, E820_RAM);
+    add_e820(bp, VIO_BIOS_START, VIO_KERNEL_START - VIO_BIOS_START, E820_RESERVED);
+    add_e820(bp, VIO_KERNEL_START, vm->low_size - VIO_KERNEL_START, E820_RAM);
+    if (vm->high_size)
+        add_e820(bp, VIO_HIGH_RAM_START, vm->high_size, E820_RAM);
+
+    build_page_tables(vio_vm_gpa(vm, VIO_BOOT_PML4, 6 * 0x1000));
+    build_gdt(vio_vm_gpa(vm, VIO_BOOT_GDT, 5 * 8));
+    *regs = (struct vio_boot_regs){
+        .rip = VIO_KERNEL_START + 0x200,
+        .rsi = VIO_BOOT_PARAMS,
+        .rsp = VIO_BOOT_STACK,
+        .cr3 = VIO_BOOT_PML4,
+        .gdt_base = VIO_BOOT_GDT,
+        .gdt_limit = 5 * 8 - 1,
+    };
+    vio_info("kernel %s: %zu KiB at 0x%llx, initrd %llu KiB at 0x%llx", o->kernel,
+             kernel_len >> 10, (unsigned long long)VIO_KERNEL_START,
+             (unsigned long long)(initrd_size >> 10), (unsigned long long)initrd_addr);
+    ret = 0;
+out:
+    free(img);
+    return ret;
+}
