@@ -253,6 +253,18 @@ static void build_dsdt_body(struct buf *b)
     aml_name_buffer(&d, "_CRS", crs, c.len);
     aml_device(&s, "RTC_", dev, d.len);
 
+    /* \_SB_.COM1: the 16550 at 0x3f8, IRQ 4. A hardware-reduced ACPI x86
+     * has no legacy PIC, so Linux maps ISA interrupts only for devices
+     * described here; without this the console gets no interrupt. */
+    d.len = c.len = 0;
+    aml_name_int(&d, "_HID", eisa_id("PNP0501"));
+    aml_name_int(&d, "_UID", 1);
+    res_io(&c, 0x3f8, 8);
+    res_irq(&c, 4);
+    res_end(&c);
+    aml_name_buffer(&d, "_CRS", crs, c.len);
+    aml_device(&s, "COM1", dev, d.len);
+
     aml_scope(b, "_SB_", sb, s.len);
     if (d.overflow || c.overflow || s.overflow)
         b->overflow = true;
@@ -337,8 +349,8 @@ uint64_t vio_acpi_build(struct vio_vm *vm)
     fadt = table_begin(&b, "FACP", 6);
     put32(&b, 0);                      /* FIRMWARE_CTRL */
     put32(&b, (uint32_t)(base + dsdt)); /* DSDT */
-    zero(&b, 108 - 44);                /* legacy fields up to IAPC_BOOT_ARCH */
-    put16(&b, 0);                      /* IAPC_BOOT_ARCH: no legacy devices announced */
+    zero(&b, 109 - 44);                /* legacy fields up to IAPC_BOOT_ARCH */
+    put16(&b, 0);                      /* IAPC_BOOT_ARCH (109): no legacy devices announced */
     put8(&b, 0);
     /* FLAGS: WBINVD, power and sleep buttons absent, reset register,
      * hardware-reduced ACPI. */
@@ -353,6 +365,8 @@ uint64_t vio_acpi_build(struct vio_vm *vm)
     put_gas_io(&b, VIO_ACPI_SLEEP_CTL);
     put_gas_io(&b, VIO_ACPI_SLEEP_STS);
     put(&b, "VIOVMM  ", 8); /* hypervisor vendor identity */
+    if (b.len - fadt != 276)
+        b.overflow = true; /* a layout mistake: refuse rather than mislead the guest */
     table_end(&b, fadt);
     align8(&b);
 
