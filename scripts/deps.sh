@@ -9,7 +9,7 @@ PKGS=(
     gcc libc6-dev make pkg-config meson ninja-build
     liburing-dev libjansson-dev
     # unit tests and fuzzing
-    libcmocka-dev clang libclang-rt-14-dev
+    libcmocka-dev clang libclang-rt-14-dev acpica-tools
     # end-to-end tests: QEMU as the real client, guest kit, Python harness
     python3 qemu-system-x86 qemu-system-data qemu-system-common qemu-utils
     busybox-static cpio kmod

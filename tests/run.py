@@ -7,6 +7,8 @@ Stages, in order:
          random run
   host   end-to-end tests with host processes as peers (tests/host/test_*.py)
   qemu   end-to-end tests with QEMU guests as the real client (tests/qemu/test_*.py)
+  rig    end-to-end tests of vio run inside the nested rig: an L1 Linux under QEMU
+         TCG whose /dev/kvm runs vio run's L2 guests (tests/rig/test_*.py)
 
 Each end-to-end test is a function test_*() in one of those files; it passes
 if it returns and fails if it raises. The last line is "N passed, N failed".
@@ -27,7 +29,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "lib"))
 
-STAGES = ["unit", "fuzz", "host", "qemu"]
+STAGES = ["unit", "fuzz", "host", "qemu", "rig"]
 E2E_TIMEOUT = int(os.environ.get("VIO_TEST_TIMEOUT", "600"))
 FUZZ_SECONDS = int(os.environ.get("VIO_FUZZ_SECONDS", "20"))
 
@@ -168,7 +170,7 @@ def main():
     res = Results()
     t0 = time.time()
     if a.list:
-        for s in ("host", "qemu"):
+        for s in ("host", "qemu", "rig"):
             if s in stages:
                 run_e2e(res, s, a.only, listing=True)
         return 0

@@ -34,6 +34,7 @@ static void i8042_write(void *opaque, uint64_t off, const void *data, unsigned l
 
     (void)len;
     (void)off;
+    vio_debug("i8042 command 0x%02x", *(const uint8_t *)data);
     /* Registered on the command port only; data-port writes are ignored. */
     if (*(const uint8_t *)data == I8042_RESET_CMD) {
         vio_info("guest reset through the keyboard controller");
@@ -54,6 +55,8 @@ static void acpi_write(void *opaque, uint64_t off, const void *data, unsigned le
     uint8_t v = *(const uint8_t *)data;
 
     (void)len;
+    vio_debug("ACPI register 0x%llx written: 0x%02x",
+              (unsigned long long)(VIO_ACPI_SLEEP_CTL + off), v);
     if (off == VIO_ACPI_SLEEP_CTL - VIO_ACPI_SLEEP_CTL && (v & SLP_EN)) {
         if (SLP_TYP(v) == VIO_ACPI_S5_TYPE) {
             vio_info("guest powered off (ACPI S5)");

@@ -437,7 +437,18 @@ static json_t *rpc_vm_stop(void *opaque, json_t *params, struct vio_rpc_error *e
     return json_true();
 }
 
+static json_t *rpc_vm_dump(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct session *s = opaque;
+
+    (void)params;
+    (void)err;
+    vio_vm_dump_vcpus(&s->vm);
+    return json_true();
+}
+
 static const struct vio_rpc_method run_methods[] = {
+    {"vm.dump", rpc_vm_dump, "log every vCPU's registers (to stderr)"},
     {"vm.info", rpc_vm_info, "cpus, memory, boot count, KVM speed"},
     {"vm.stop", rpc_vm_stop, "stop the VM and exit"},
     {"device.list", rpc_device_list, "virtio devices with their state"},
@@ -723,11 +734,15 @@ int vio_run_main(int argc, char **argv)
     }
     g.speed_known = true;
     if (g.speed.slow)
-        vio_warn("this host's KVM%s runs guest kernel code at %.0f ns per loop iteration "
-                 "(hardware virtualization: about 1 ns): it emulates guest kernel mode. A Linux "
-                 "guest boots in minutes here, and what you would measure is that emulation, "
-                 "not vio. Use a host with nested virtualization (see tests/rig).",
-                 g.speed.pvm ? " (kvm_pvm)" : "", g.speed.ns_per_iter);
+        vio_warn("KVM runs guest kernel code at %.0f ns per loop iteration here; hardware "
+                 "virtualization takes about 1 ns. %s Guest speed measured on this host is that "
+                 "emulation's, not vio's.",
+                 g.speed.ns_per_iter,
+                 g.speed.pvm ? "This host's KVM (kvm_pvm) emulates guest kernel mode: a Linux "
+                               "guest takes minutes to boot; use a host with nested "
+                               "virtualization, or the nested rig (tests/rig)."
+                             : "This KVM is itself emulated or nested (for example inside QEMU "
+                               "TCG, as in the test rig).");
     else
         vio_info("KVM runs guest kernel code natively here (%.1f ns per loop iteration)",
                  g.speed.ns_per_iter);

@@ -122,7 +122,7 @@ int vio_ctl_main(int argc, char **argv)
     }
     if (ret < 0) {
         fprintf(stderr, "vio ctl: cannot talk to %s: %s%s\n", path, strerror(-ret),
-                ret == -ENOENT || ret == -ECONNREFUSED ? " (is vio serve running with --ctl?)"
+                ret == -ENOENT || ret == -ECONNREFUSED ? " (is vio serve or vio run running with --ctl?)"
                                                        : "");
         return 2;
     }

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "vmm/acpi.h"
 
 /* setup_header field offsets, from the start of the image / boot_params. */
 #define HDR_SETUP_SECTS   0x1f1
@@ -27,6 +28,8 @@
 #define HDR_INITRD_MAX    0x22c
 #define HDR_XLOADFLAGS    0x236
 #define HDR_CMDLINE_SIZE  0x238
+#define HDR_KERNEL_ALIGN  0x230
+#define HDR_PREF_ADDRESS  0x258
 #define HDR_INIT_SIZE     0x260
 
 #define BP_ACPI_RSDP    0x070
@@ -175,6 +178,23 @@ static void build_page_tables(uint8_t *pt)
     }
 }
 
+/* The "BIOS" at the real-mode reset vector F000:FFF0. Linux on a
+ * hardware-reduced ACPI platform reboots through EFI, and without EFI falls
+ * back to jumping here in real mode; a PC BIOS would reset the machine, and
+ * so does this: it writes the ACPI reset register. */
+static void build_reset_stub(uint8_t *p)
+{
+    static const uint8_t stub[] = {
+        0xba, (uint8_t)VIO_ACPI_RESET, (uint8_t)(VIO_ACPI_RESET >> 8), /* mov dx, reset port */
+        0xb0, VIO_ACPI_RESET_VAL,                                      /* mov al, value */
+        0xee,                                                          /* out dx, al */
+        0xf4,                                                          /* 1: hlt */
+        0xeb, 0xfd,                                                    /* jmp 1b */
+    };
+
+    memcpy(p, stub, sizeof(stub));
+}
+
 static void build_gdt(uint8_t *gdt)
 {
     static const uint64_t entries[] = {
@@ -210,7 +230,18 @@ int vio_boot_load(struct vio_vm *vm, const struct vio_boot_opts *o, struct vio_b
     setup = ((size_t)(img[HDR_SETUP_SECTS] ? img[HDR_SETUP_SECTS] : 4) + 1) * 512;
     kernel_len = len - setup;
     init_size = rd32(img, HDR_INIT_SIZE);
-    kernel_end = VIO_KERNEL_START + init_size;
+    /* The kernel runs from max(load address, pref_address), aligned, and
+     * needs init_size bytes from there (boot.rst, init_size). */
+    {
+        uint64_t start = VIO_KERNEL_START, pref, align = rd32(img, HDR_KERNEL_ALIGN);
+
+        memcpy(&pref, img + HDR_PREF_ADDRESS, 8);
+        if (pref > start && pref < vm->low_size)
+            start = pref;
+        if (vio_is_pow2(align))
+            start = (start + align - 1) & ~(align - 1);
+        kernel_end = start + init_size;
+    }
     if (kernel_end > vm->low_size) {
         vio_err("--kernel %s needs %u MiB to unpack; give the VM more --mem", o->kernel,
                 (unsigned)(kernel_end >> 20) + 1);
@@ -281,6 +312,7 @@ int vio_boot_load(struct vio_vm *vm, const struct vio_boot_opts *o, struct vio_b
 
     build_page_tables(vio_vm_gpa(vm, VIO_BOOT_PML4, 6 * 0x1000));
     build_gdt(vio_vm_gpa(vm, VIO_BOOT_GDT, 5 * 8));
+    build_reset_stub(vio_vm_gpa(vm, VIO_RESET_VECTOR, 16));
     *regs = (struct vio_boot_regs){
         .rip = VIO_KERNEL_START + 0x200,
         .rsi = VIO_BOOT_PARAMS,

@@ -27,6 +27,7 @@ struct vio_boot_opts {
 #define VIO_BOOT_CMDLINE_MAX 0x10000ull
 #define VIO_EBDA_START      0x9fc00ull
 #define VIO_BIOS_START      0xe0000ull /* ACPI tables live here */
+#define VIO_RESET_VECTOR    0xffff0ull /* F000:FFF0, where a reset stub lives */
 #define VIO_KERNEL_START    0x100000ull
 
 /* Check a bzImage held in memory: boot sector and "HdrS" magic, protocol

@@ -104,13 +104,17 @@ static void log_unclaimed(struct vio_bus *b, uint64_t addr, unsigned len, bool i
     pthread_mutex_unlock(&b->log_lock);
     if (seen)
         return;
-    if (is_write)
+    if (is_write) {
         memcpy(&v, data, len < sizeof(v) ? len : sizeof(v));
-    vio_info("guest %s %u byte%s at unclaimed %s address 0x%llx%s%llx (%s; logged once)",
-             is_write ? "wrote" : "read", len, len == 1 ? "" : "s", b->name,
-             (unsigned long long)addr, is_write ? ", value 0x" : "",
-             is_write ? (unsigned long long)v : 0ull,
-             is_write ? "ignored" : "reads as all-ones");
+        vio_info("guest wrote %u byte%s at unclaimed %s address 0x%llx, value 0x%llx (ignored; "
+                 "logged once)",
+                 len, len == 1 ? "" : "s", b->name, (unsigned long long)addr,
+                 (unsigned long long)v);
+    } else {
+        vio_info("guest read %u byte%s at unclaimed %s address 0x%llx (reads as all-ones; "
+                 "logged once)",
+                 len, len == 1 ? "" : "s", b->name, (unsigned long long)addr);
+    }
 }
 
 bool vio_bus_access(struct vio_bus *b, uint64_t addr, void *data, unsigned len, bool is_write)

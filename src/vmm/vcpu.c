@@ -54,6 +54,91 @@ static int bits_for(unsigned n)
     return b;
 }
 
+static struct kvm_cpuid_entry2 *find_leaf(struct kvm_cpuid2 *c, uint32_t fn, uint32_t index)
+{
+    for (unsigned i = 0; i < c->nent; i++) {
+        if (c->entries[i].function == fn && c->entries[i].index == index)
+            return &c->entries[i];
+    }
+    return NULL;
+}
+
+/* Leaf 0xD must only announce XSAVE components whose feature flags are
+ * set, with sizes to match, or Linux warns of an XSAVE inconsistency and
+ * distrusts the layout. Nested or emulated hosts can report AVX state in
+ * 0xD while leaf 1 lacks AVX. */
+static void sanitize_xsave(struct kvm_cpuid2 *c)
+{
+    struct kvm_cpuid_entry2 *l1 = find_leaf(c, 1, 0), *l7 = find_leaf(c, 7, 0);
+    struct kvm_cpuid_entry2 *d0 = find_leaf(c, 0xd, 0);
+    uint32_t ecx1 = l1 ? l1->ecx : 0, ebx7 = l7 ? l7->ebx : 0, ecx7 = l7 ? l7->ecx : 0;
+    uint32_t drop = 0, max = 0x240; /* legacy area + XSAVE header */
+
+    if (!d0)
+        return;
+    if (!(ecx1 & (1u << 28)))
+        drop |= 1u << 2; /* AVX */
+    if (!(ebx7 & (1u << 14)))
+        drop |= 3u << 3; /* MPX */
+    if (!(ebx7 & (1u << 16)))
+        drop |= 7u << 5; /* AVX-512 */
+    if (!(ecx7 & (1u << 3)))
+        drop |= 1u << 9; /* PKRU */
+    d0->eax &= ~drop;
+    for (unsigned i = 2; i < 32; i++) {
+        struct kvm_cpuid_entry2 *s = find_leaf(c, 0xd, i);
+
+        if (!s)
+            continue;
+        if (drop & (1u << i)) {
+            s->eax = s->ebx = s->ecx = s->edx = 0;
+        } else if ((d0->eax & (1u << i)) && s->eax + s->ebx > max) {
+            max = s->eax + s->ebx;
+        }
+    }
+    d0->ecx = max;
+    if (d0->ebx > max)
+        d0->ebx = max;
+}
+
+/* Leaf 0xB, built here rather than edited, since hosts report different
+ * subleaves: SMT level with one thread per core, core level with every
+ * vCPU in one package, x2APIC ID = vCPU index. Leaf 0x1F is dropped so the
+ * guest reads 0xB. */
+static void set_topology(struct kvm_cpuid2 *c, struct vio_vcpu *v)
+{
+    struct kvm_cpuid_entry2 *l0 = find_leaf(c, 0, 0);
+    unsigned ncpus = v->vm->ncpus, j = 0;
+
+    for (unsigned i = 0; i < c->nent; i++) {
+        if (c->entries[i].function != 0xb && c->entries[i].function != 0x1f)
+            c->entries[j++] = c->entries[i];
+    }
+    c->nent = j;
+    if (!l0 || l0->eax < 0xb)
+        return;
+    if (l0->eax >= 0x1f)
+        l0->eax = 0x1e;
+    for (uint32_t sub = 0; sub < 3; sub++) {
+        struct kvm_cpuid_entry2 *e = &c->entries[c->nent++];
+
+        memset(e, 0, sizeof(*e));
+        e->function = 0xb;
+        e->index = sub;
+        e->flags = KVM_CPUID_FLAG_SIGNIFCANT_INDEX;
+        e->edx = v->id;
+        e->ecx = sub;
+        if (sub == 0) {
+            e->ebx = 1;
+            e->ecx |= 1u << 8; /* SMT */
+        } else if (sub == 1) {
+            e->eax = (uint32_t)bits_for(ncpus);
+            e->ebx = ncpus;
+            e->ecx |= 2u << 8; /* core */
+        }
+    }
+}
+
 static int setup_cpuid(struct vio_vcpu *v)
 {
     struct vio_vm *vm = v->vm;
@@ -62,7 +147,8 @@ static int setup_cpuid(struct vio_vcpu *v)
     int ret;
 
     for (;;) {
-        c = calloc(1, sizeof(*c) + n * sizeof(c->entries[0]));
+        /* Room for the topology subleaves we add below. */
+        c = calloc(1, sizeof(*c) + (n + 3) * sizeof(c->entries[0]));
         if (!c)
             return -ENOMEM;
         c->nent = n;
@@ -74,6 +160,8 @@ static int setup_cpuid(struct vio_vcpu *v)
             return ret;
         n *= 2;
     }
+    sanitize_xsave(c);
+    set_topology(c, v);
     for (unsigned i = 0; i < c->nent; i++) {
         struct kvm_cpuid_entry2 *e = &c->entries[i];
 
@@ -88,23 +176,6 @@ static int setup_cpuid(struct vio_vcpu *v)
         case 0xa:
             /* No PMU: nothing in our VMM manages its counters. */
             e->eax = e->ebx = e->ecx = e->edx = 0;
-            break;
-        case 0xb:
-        case 0x1f:
-            /* One core per package level, all CPUs in one package. */
-            if (e->index == 0) {
-                e->eax = 0;
-                e->ebx = 1;
-                e->ecx = (1u << 8) | e->index;
-            } else if (e->index == 1) {
-                e->eax = (uint32_t)bits_for(vm->ncpus);
-                e->ebx = vm->ncpus;
-                e->ecx = (2u << 8) | e->index;
-            } else {
-                e->eax = e->ebx = 0;
-                e->ecx = e->index;
-            }
-            e->edx = v->id;
             break;
         case 0x8000001e:
             e->eax = v->id; /* AMD extended APIC ID */
@@ -311,8 +382,17 @@ void vio_vcpu_run(struct vio_vcpu *v)
 
     while (atomic_load(&vm->exit_reason) == VIO_VM_RUNNING) {
         if (ioctl(v->fd, KVM_RUN, 0) < 0) {
-            if (errno == EINTR || errno == EAGAIN)
+            if (errno == EINTR || errno == EAGAIN) {
+                unsigned gen = atomic_load(&vm->dump_gen);
+
+                if (gen != v->dump_gen && atomic_load(&vm->exit_reason) == VIO_VM_RUNNING) {
+                    /* A dump request, not a stop: log and carry on. */
+                    v->dump_gen = gen;
+                    dump_regs(v);
+                    __atomic_store_n(&v->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
+                }
                 continue;
+            }
             vio_err("vCPU %u: KVM_RUN: %s", v->id, strerror(errno));
             dump_regs(v);
             vio_vm_request_exit(vm, VIO_VM_ERROR);

@@ -163,6 +163,8 @@ static void device_reset(struct vio_vpci *v)
     v->cfg_vector = VIO_MSIX_NO_VECTOR;
     v->qsel = 0;
     v->cfg_gen++;
+    /* An error signalled by the session being reset is that session's. */
+    vio_eventfd_drain(v->err_fd);
 }
 
 /* Lock held. */
@@ -470,7 +472,8 @@ static void err_handler(struct vio_handler *h, uint32_t events)
     struct vio_vpci *v = vio_container_of(h, struct vio_vpci, err_h);
 
     (void)events;
-    vio_eventfd_drain(h->fd);
+    if (!vio_eventfd_drain(h->fd))
+        return; /* already consumed by a device reset */
     pthread_mutex_lock(&v->lock);
     needs_reset(v);
     pthread_mutex_unlock(&v->lock);

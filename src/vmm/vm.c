@@ -248,6 +248,13 @@ void vio_vm_request_exit(struct vio_vm *vm, enum vio_vm_exit why)
     vio_eventfd_signal(vm->exit_fd);
 }
 
+void vio_vm_dump_vcpus(struct vio_vm *vm)
+{
+    atomic_fetch_add(&vm->dump_gen, 1);
+    for (unsigned i = 0; i < vm->ncpus; i++)
+        vio_vcpu_kick(&vm->vcpus[i]);
+}
+
 void vio_vm_stop(struct vio_vm *vm)
 {
     int expected = VIO_VM_RUNNING;

@@ -44,6 +44,7 @@ struct vio_vcpu {
     struct kvm_run *run;
     pthread_t thread;
     bool thread_started;
+    unsigned dump_gen;
 };
 
 struct vio_vm {
@@ -67,6 +68,7 @@ struct vio_vm {
      * kicks every vCPU out of KVM_RUN and signals exit_fd. */
     _Atomic int exit_reason;
     int exit_fd; /* eventfd, readable once the VM should stop */
+    _Atomic unsigned dump_gen; /* bumped to have every vCPU log its registers */
 };
 
 struct vio_vm_opts {
@@ -91,6 +93,9 @@ void vio_vm_request_exit(struct vio_vm *vm, enum vio_vm_exit why);
 /* Ask the VM to stop (if nobody has) and join the vCPU threads; guest RAM
  * and the buses stay, so devices can be drained and removed afterwards. */
 void vio_vm_stop(struct vio_vm *vm);
+
+/* Have every vCPU log its registers (for a guest that seems stuck). */
+void vio_vm_dump_vcpus(struct vio_vm *vm);
 
 /* Stop and join vCPU threads, close everything. */
 void vio_vm_destroy(struct vio_vm *vm);
