@@ -56,6 +56,7 @@ struct run_opts {
     uint64_t mem;
     unsigned cpus, io_threads;
     bool no_reboot;
+    bool probe_only;
     struct dev_spec devs[MAX_DEVS];
     unsigned ndevs;
 };
@@ -115,7 +116,8 @@ static void usage(FILE *f)
             "  --ctl PATH          JSON-RPC control socket (see vio ctl)\n"
             "  --io-threads N      threads for device queues (default 1)\n"
             "  --no-reboot         exit when the guest reboots instead of restarting it\n"
-            "  --log-level L       error, warn, info (default) or debug\n");
+            "  --log-level L       error, warn, info (default) or debug\n"
+            "  --kvm-probe         time KVM on a short guest loop, print the result, exit\n");
 }
 
 /* ---- command line ---- */
@@ -213,7 +215,7 @@ bad:
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_CPUS, O_BLK, O_VHOST_BLK, O_RNG,
-           O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG };
+           O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG, O_PROBE };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, O_KERNEL},
         {"initrd", required_argument, NULL, O_INITRD},
@@ -228,6 +230,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         {"io-threads", required_argument, NULL, O_IOT},
         {"no-reboot", no_argument, NULL, O_NOREBOOT},
         {"log-level", required_argument, NULL, O_LOG},
+        {"kvm-probe", no_argument, NULL, O_PROBE},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -294,6 +297,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         case O_NOREBOOT:
             o->no_reboot = true;
             break;
+        case O_PROBE:
+            o->probe_only = true;
+            break;
         case O_LOG: {
             enum vio_log_level level;
 
@@ -316,7 +322,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         vio_err("unexpected argument '%s' (see vio run --help)", argv[optind]);
         return -EINVAL;
     }
-    if (!o->kernel) {
+    if (!o->kernel && !o->probe_only) {
         vio_err("--kernel is required (see vio run --help)");
         return -EINVAL;
     }
@@ -718,6 +724,16 @@ int vio_run_main(int argc, char **argv)
     ret = parse_args(argc, argv, &o);
     if (ret)
         return ret > 0 ? 0 : 2;
+    if (o.probe_only) {
+        ret = vio_kvm_probe(&g.speed);
+        if (ret < 0) {
+            vio_err("cannot use /dev/kvm: %s", strerror(-ret));
+            return 1;
+        }
+        printf("kvm %s %.1f ns-per-iteration%s\n", g.speed.slow ? "slow" : "native",
+               g.speed.ns_per_iter, g.speed.pvm ? " kvm_pvm" : "");
+        return 0;
+    }
     if (check_kernel(o.kernel) < 0)
         return 2;
     if (o.initrd && access(o.initrd, R_OK) < 0) {
