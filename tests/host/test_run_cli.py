@@ -1,0 +1,103 @@
+"""End-to-end: vio run refuses bad input before anything starts.
+
+Bad command lines, a malformed kernel image, too much memory and a missing
+/dev/kvm must each end vio run quickly with a non-zero status and a message
+that names the problem. Also the KVM speed probe and its honesty warning.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+
+from guest import build_guest, new_workdir  # noqa: E402
+from vioproc import vio_bin  # noqa: E402
+
+
+def run_vio(args, timeout=30, wrap=None):
+    cmd = [vio_bin(), "run"] + args
+    if wrap:
+        cmd = wrap + cmd
+    p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, timeout=timeout)
+    return p.returncode, p.stdout.decode(errors="replace"), p.stderr.decode(errors="replace")
+
+
+def expect_refusal(args, words, wrap=None):
+    code, out, err = run_vio(args, wrap=wrap)
+    assert code != 0, "vio run %s succeeded:\n%s" % (" ".join(args), err)
+    for w in words:
+        assert w in err, "vio run %s: expected %r in:\n%s" % (" ".join(args), w, err)
+    assert "AddressSanitizer" not in err and "runtime error" not in err, err
+    assert "boot 1" not in err, "the VM started despite bad input:\n" + err
+
+
+def test_bad_command_lines_and_images():
+    paths = build_guest()
+    k = str(paths.vmlinuz)
+    w = new_workdir("run-cli")
+    junk = w / "junk.img"
+    junk.write_bytes(os.urandom(8192))
+    short = w / "short.img"
+    short.write_bytes(b"\x00" * 100)
+    # A real boot sector signature without the HdrS magic.
+    nohdr = w / "nohdr.img"
+    nohdr.write_bytes(b"\x00" * 0x1fe + b"\x55\xaa" + b"\x00" * 0x1000)
+    # The real kernel with its protocol version patched down to 2.01.
+    old = w / "old.img"
+    data = bytearray(Path(k).read_bytes()[:65536])
+    data[0x206:0x208] = (0x0201).to_bytes(2, "little")
+    old.write_bytes(bytes(data))
+    cases = [
+        ([], ["--kernel is required"]),
+        (["--kernel", "/nonexistent/bzImage"], ["/nonexistent/bzImage", "No such file"]),
+        (["--kernel", str(w)], ["not a regular file"]),
+        (["--kernel", str(junk)], ["not a bzImage"]),
+        (["--kernel", str(short)], ["too short"]),
+        (["--kernel", str(nohdr)], ["not a bzImage"]),
+        (["--kernel", str(old)], ["older than 2.12"]),
+        (["--kernel", k, "--initrd", "/nonexistent/initrd"], ["/nonexistent/initrd"]),
+        (["--kernel", k, "--mem", "lots"], ["--mem lots"]),
+        (["--kernel", k, "--mem", "10M"], ["at least 64M"]),
+        (["--kernel", k, "--mem", "65M"], ["2 MiB"]),
+        (["--kernel", k, "--mem", "4096G"], ["more than this host"]),
+        (["--kernel", k, "--mem", "64M"], ["give the VM more --mem"]),
+        (["--kernel", k, "--cpus", "0"], ["--cpus 0"]),
+        (["--kernel", k, "--cpus", "999"], ["--cpus 999"]),
+        (["--kernel", k, "--blk", "readonly"], ["path=FILE is required"]),
+        (["--kernel", k, "--blk", "path=/x,colour=red"], ["unknown option 'colour'"]),
+        (["--kernel", k, "--blk", "path=/x,queues=0"], ["queues=0"]),
+        (["--kernel", k, "--blk", "path=/x,id=a", "--blk", "path=/y,id=a"], ["used twice"]),
+        (["--kernel", k, "--blk", "path=/nonexistent/disk.img"], ["/nonexistent/disk.img"]),
+        (["--kernel", k, "--vhost-user-blk", "queues=2"], ["socket=PATH is required"]),
+        (["--kernel", k, "--vhost-user-blk", "socket=/nonexistent/x.sock"],
+         ["cannot connect"]),
+        (["--kernel", k, "--virtio-console", "id=c"], ["in=PATH"]),
+        (["--kernel", k, "--io-threads", "0"], ["--io-threads 0"]),
+        (["--kernel", k, "--frobnicate"], ["usage"]),
+        (["--kernel", k, "stray"], ["unexpected argument"]),
+    ]
+    for args, words in cases:
+        expect_refusal(args, words)
+
+
+def test_missing_dev_kvm():
+    """With /dev/kvm hidden (a private mount namespace with an empty /dev),
+    vio run says what is missing and what to do."""
+    paths = build_guest()
+    wrap = ["unshare", "--mount", "--", "sh", "-c",
+            'mount -t tmpfs none /dev && exec "$@"', "sh"]
+    expect_refusal(["--kernel", str(paths.vmlinuz)], ["/dev/kvm", "does not exist"], wrap=wrap)
+
+
+def test_kvm_probe_is_honest():
+    code, out, err = run_vio(["--kvm-probe"])
+    assert code == 0, err
+    kind, ns = out.split()[1], float(out.split()[2])
+    assert kind in ("slow", "native") and ns > 0, out
+    pvm = os.path.exists("/sys/module/kvm_pvm")
+    if pvm:
+        # This machine's KVM emulates guest kernel mode: the probe must say so.
+        assert kind == "slow" and out.strip().endswith("kvm_pvm"), out
