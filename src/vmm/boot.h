@@ -1,7 +1,8 @@
 /* Linux x86 boot protocol (Documentation/arch/x86/boot.rst), 64-bit entry:
- * loads a bzImage's protected-mode kernel at 1 MiB, the initrd at the top of
- * low RAM, the command line, and a boot_params page with the e820 map; builds
- * the identity page tables and GDT the entry needs. */
+ * loads a bzImage's protected-mode kernel at 1 MiB, or an uncompressed
+ * vmlinux (ELF) at its physical addresses (no decompression: faster), the
+ * initrd at the top of low RAM, the command line, and a boot_params page with
+ * the e820 map; builds the identity page tables and GDT the entry needs. */
 #ifndef VIO_VMM_BOOT_H
 #define VIO_VMM_BOOT_H
 
@@ -12,7 +13,7 @@
 #include "vmm/vm.h"
 
 struct vio_boot_opts {
-    const char *kernel;  /* bzImage path */
+    const char *kernel;  /* bzImage or vmlinux (ELF) path */
     const char *initrd;  /* NULL for none */
     const char *cmdline; /* may be NULL */
     uint64_t rsdp_addr;  /* ACPI RSDP, passed in boot_params */

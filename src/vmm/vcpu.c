@@ -325,12 +325,17 @@ static bool handle_exit(struct vio_vcpu *v)
         uint8_t *data = (uint8_t *)run + run->io.data_offset;
         bool w = run->io.direction == KVM_EXIT_IO_OUT;
 
+        atomic_fetch_add_explicit(&vm->pio_exits, 1, memory_order_relaxed);
+        if (vm->pio_by_port)
+            atomic_fetch_add_explicit(&vm->pio_by_port[run->io.port], 1, memory_order_relaxed);
+
         for (uint32_t i = 0; i < run->io.count; i++)
             vio_bus_access(&vm->pio, run->io.port, data + (size_t)i * run->io.size, run->io.size,
                            w);
         return true;
     }
     case KVM_EXIT_MMIO:
+        atomic_fetch_add_explicit(&vm->mmio_exits, 1, memory_order_relaxed);
         vio_bus_access(&vm->mmio, run->mmio.phys_addr, run->mmio.data,
                        run->mmio.len <= 8 ? run->mmio.len : 8, run->mmio.is_write);
         return true;

@@ -69,6 +69,9 @@ struct vio_vm {
     _Atomic int exit_reason;
     int exit_fd; /* eventfd, readable once the VM should stop */
     _Atomic unsigned dump_gen; /* bumped to have every vCPU log its registers */
+    /* Exits to the VMM, for finding what slows a boot down. */
+    _Atomic uint64_t pio_exits, mmio_exits;
+    _Atomic uint32_t *pio_by_port; /* [65536], or NULL */
 };
 
 struct vio_vm_opts {

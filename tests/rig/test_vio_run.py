@@ -14,6 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
 from rig import Rig  # noqa: E402
 
 RUN = 'vio run --kernel "$RIG_L2_BZIMAGE" --cmdline "$RIG_L2_APPEND"'
+# The same kernel uncompressed (ELF), entered at its 64-bit entry.
+RUN_ELF = 'vio run --kernel "$RIG_L2_KERNEL" --cmdline "$RIG_L2_APPEND"'
 
 
 def run_rig(script, l2_tests, name, timeout=420):
@@ -27,15 +29,19 @@ def run_rig(script, l2_tests, name, timeout=420):
 
 
 def test_boot_cpus_memory_poweroff():
-    """The L2 boots to /init with the CPUs and memory it was given; its
-    poweroff ends vio run with status 0."""
+    """The L2 boots to /init with the CPUs and memory it was given, from a
+    vmlinux as from a bzImage; its poweroff ends vio run with status 0."""
     script = """
 run_l2 four %s --initrd /rig/l2/sizes.initrd --mem 384M --cpus 4
 wait_l2_verdict four 150
 wait_l2_exit four 30
 kv four_exit $?
+run_l2 elf %s --initrd /rig/l2/sizes.initrd --mem 256M --cpus 2
+wait_l2_verdict elf 150
+wait_l2_exit elf 30
+kv elf_exit $?
 pass
-""" % RUN
+""" % (RUN, RUN_ELF)
     l2 = """
 kv cpus "$(nproc)"
 kv mem_kb "$(awk '/MemTotal/ {print $2}' /proc/meminfo)"
@@ -51,6 +57,7 @@ pass
     assert r.kv["four_exit"] == "0", "vio run exited %s after poweroff\n%s" % (
         r.kv["four_exit"], logs)
     assert "guest powered off (ACPI S5)" in logs
+    assert r.kv["elf.cpus"] == "2" and r.kv["elf_exit"] == "0", r.kv
 
 
 def test_devices_data_and_console():

@@ -705,6 +705,130 @@ static void test_debian_kernel_entry_state(void **state)
 /* Linux on a hardware-reduced ACPI platform without EFI reboots, as a last
  * resort, by jumping to the real-mode reset vector F000:FFF0; the loader
  * puts a stub there that resets through the ACPI reset register. */
+/* A minimal ELF64 x86-64 image with one PT_LOAD segment of @filesz bytes
+ * (of @memsz in memory) at physical @paddr, entry @entry. */
+static uint8_t *make_elf(uint64_t paddr, uint64_t filesz, uint64_t memsz, uint64_t entry,
+                         uint16_t machine, size_t *len)
+{
+    size_t off = 0x1000;
+    uint8_t *img = calloc(1, off + filesz);
+    uint8_t *ph = img + 64;
+
+    assert_non_null(img);
+    memcpy(img, "\x7f" "ELF", 4);
+    img[4] = 2; /* 64-bit */
+    img[5] = 1; /* little-endian */
+    img[6] = 1;
+    wr16(img, 16, 2); /* ET_EXEC */
+    wr16(img, 18, machine);
+    wr64(img, 24, entry);
+    wr64(img, 32, 64); /* phoff */
+    wr16(img, 54, 56); /* phentsize */
+    wr16(img, 56, 1);  /* phnum */
+    wr32(ph, 0, 1);    /* PT_LOAD */
+    wr64(ph, 8, off);
+    wr64(ph, 24, paddr);
+    wr64(ph, 32, filesz);
+    wr64(ph, 40, memsz);
+    for (uint64_t i = 0; i < filesz; i++)
+        img[off + i] = (uint8_t)(i * 13 + 1);
+    *len = off + filesz;
+    return img;
+}
+
+static void test_load_elf_synthetic(void **state)
+{
+    struct vio_vm *vm = vm_new(64 * MiB, 1);
+    struct vio_boot_opts o = {.cmdline = "console=ttyS0"};
+    struct vio_boot_regs regs;
+    const uint8_t *bp, *k;
+    uint8_t *img, initrd[8192];
+    size_t len;
+
+    (void)state;
+    img = make_elf(16 * MiB, 8192, 3 * 4096 + 100, 16 * MiB + 0x40, 62, &len);
+    memset(initrd, 0x5a, sizeof(initrd));
+    o.kernel = tmp_file(img, len, 0);
+    o.initrd = tmp_file(initrd, sizeof(initrd), 0);
+    assert_int_equal(vio_boot_load(vm, &o, &regs), 0);
+    assert_int_equal(regs.rip, 16 * MiB + 0x40);
+    k = vio_vm_gpa(vm, 16 * MiB, 4 * 4096);
+    assert_int_equal(k[0], 1);
+    assert_int_equal(k[8191], (uint8_t)(8191 * 13 + 1));
+    assert_int_equal(k[8192], 0); /* bss zeroed */
+    bp = vio_vm_gpa(vm, VIO_BOOT_PARAMS, 4096);
+    assert_memory_equal(bp + 0x202, "HdrS", 4);
+    assert_int_equal(rd16(bp, 0x1fe), 0xaa55);
+    assert_int_equal(bp[0x210], 0xff);
+    /* The initrd sits above the kernel's memory, at the top of RAM. */
+    assert_true(rd32(bp, 0x218) >= 16 * MiB + 3 * 4096 + 100);
+    assert_int_equal(rd32(bp, 0x21c), sizeof(initrd));
+    free(img);
+    vm_free();
+}
+
+static void test_load_elf_malformed(void **state)
+{
+    struct vio_vm *vm = vm_new(64 * MiB, 1);
+    struct vio_boot_opts o = {0};
+    struct vio_boot_regs regs;
+    uint8_t *img;
+    size_t len;
+
+    (void)state;
+    /* Not x86-64. */
+    img = make_elf(16 * MiB, 4096, 4096, 16 * MiB, 40, &len);
+    o.kernel = tmp_file(img, len, 0);
+    assert_int_equal(vio_boot_load(vm, &o, &regs), -ENOEXEC);
+    free(img);
+    /* Entry outside every segment. */
+    img = make_elf(16 * MiB, 4096, 4096, 32 * MiB, 62, &len);
+    o.kernel = tmp_file(img, len, 0);
+    assert_int_equal(vio_boot_load(vm, &o, &regs), -ENOEXEC);
+    free(img);
+    /* A segment claiming more file bytes than the file has. */
+    img = make_elf(16 * MiB, 4096, 4096, 16 * MiB, 62, &len);
+    wr64(img + 64, 32, 1ull << 40);
+    wr64(img + 64, 40, 1ull << 40);
+    o.kernel = tmp_file(img, len, 0);
+    assert_int_equal(vio_boot_load(vm, &o, &regs), -ENOEXEC);
+    free(img);
+    vm_free();
+}
+
+static void test_load_elf_outside_ram(void **state)
+{
+    struct vio_vm *vm = vm_new(64 * MiB, 1);
+    struct vio_boot_opts o = {0};
+    struct vio_boot_regs regs;
+    uint8_t *img;
+    size_t len;
+
+    (void)state;
+    /* A segment below 1 MiB or past guest RAM. */
+    img = make_elf(0x1000, 4096, 4096, 0x1000, 62, &len);
+    o.kernel = tmp_file(img, len, 0);
+    assert_int_equal(vio_boot_load(vm, &o, &regs), -ENOEXEC);
+    free(img);
+    img = make_elf(60 * MiB, 4096, 8 * MiB, 60 * MiB, 62, &len);
+    o.kernel = tmp_file(img, len, 0);
+    assert_int_equal(vio_boot_load(vm, &o, &regs), -ENOMEM);
+    free(img);
+    vm_free();
+}
+
+static void test_debian_vmlinux(void **state)
+{
+    struct vio_vm *vm = vm_new(256 * MiB, 1);
+    struct vio_boot_opts o = {.kernel = guest_file("vmlinux", 0), .cmdline = "console=ttyS0"};
+    struct vio_boot_regs regs;
+
+    (void)state;
+    assert_int_equal(vio_boot_load(vm, &o, &regs), 0);
+    assert_int_equal(regs.rip, 0x1000000); /* startup_64 of the Debian kernel */
+    vm_free();
+}
+
 static void test_reset_vector_stub(void **state)
 {
     size_t len;
@@ -1006,6 +1130,10 @@ int main(void)
         cmocka_unit_test_teardown(test_debian_kernel_needs_runtime_memory, teardown),
         cmocka_unit_test_teardown(test_debian_kernel_refusals, teardown),
         cmocka_unit_test_teardown(test_debian_kernel_entry_state, teardown),
+        cmocka_unit_test_teardown(test_load_elf_synthetic, teardown),
+        cmocka_unit_test_teardown(test_load_elf_malformed, teardown),
+        cmocka_unit_test_teardown(test_load_elf_outside_ram, teardown),
+        cmocka_unit_test_teardown(test_debian_vmlinux, teardown),
         cmocka_unit_test_teardown(test_reset_vector_stub, teardown),
         cmocka_unit_test_teardown(test_acpi_tables, teardown),
         cmocka_unit_test_teardown(test_acpi_iasl, teardown),
