@@ -2,6 +2,7 @@
 #include "vmm/irq.h"
 
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
 
@@ -9,15 +10,12 @@
 
 static int commit(struct vio_irq *irq)
 {
-    struct {
-        struct kvm_irq_routing hdr;
-        struct kvm_irq_routing_entry e[VIO_IRQ_MAX_GSI + 2 * VIO_IRQ_NR_LEGACY];
-    } table;
+    struct kvm_irq_routing *t = irq->table;
 
-    memset(&table.hdr, 0, sizeof(table.hdr));
-    table.hdr.nr = irq->nroutes;
-    memcpy(table.e, irq->routes, irq->nroutes * sizeof(table.e[0]));
-    if (ioctl(irq->vm_fd, KVM_SET_GSI_ROUTING, &table) < 0) {
+    memset(t, 0, sizeof(*t));
+    t->nr = irq->nroutes;
+    memcpy(t->entries, irq->routes, irq->nroutes * sizeof(t->entries[0]));
+    if (ioctl(irq->vm_fd, KVM_SET_GSI_ROUTING, t) < 0) {
         int ret = -errno;
 
         vio_err("KVM_SET_GSI_ROUTING with %u routes: %s", irq->nroutes, strerror(errno));
@@ -40,6 +38,9 @@ static void add_chip_route(struct vio_irq *irq, unsigned gsi, unsigned chip, uns
 int vio_irq_init(struct vio_irq *irq, int vm_fd)
 {
     memset(irq, 0, sizeof(*irq));
+    irq->table = calloc(1, sizeof(*irq->table) + VIO_IRQ_MAX_ROUTES * sizeof(irq->routes[0]));
+    if (!irq->table)
+        return -ENOMEM;
     irq->vm_fd = vm_fd;
     pthread_mutex_init(&irq->lock, NULL);
     /* The same wiring KVM starts with: ISA IRQ n is PIC pin n and IOAPIC
@@ -57,6 +58,8 @@ int vio_irq_init(struct vio_irq *irq, int vm_fd)
 
 void vio_irq_destroy(struct vio_irq *irq)
 {
+    free(irq->table);
+    irq->table = NULL;
     pthread_mutex_destroy(&irq->lock);
 }
 

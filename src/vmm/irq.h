@@ -13,13 +13,15 @@
 
 #define VIO_IRQ_NR_LEGACY 24 /* IOAPIC pins */
 #define VIO_IRQ_MAX_GSI   1024
+#define VIO_IRQ_MAX_ROUTES (VIO_IRQ_MAX_GSI + 2 * VIO_IRQ_NR_LEGACY)
 
 struct vio_irq {
     int vm_fd;
     pthread_mutex_t lock;
     unsigned next_gsi;
     unsigned nroutes;
-    struct kvm_irq_routing_entry routes[VIO_IRQ_MAX_GSI + 2 * VIO_IRQ_NR_LEGACY];
+    struct kvm_irq_routing_entry routes[VIO_IRQ_MAX_ROUTES];
+    struct kvm_irq_routing *table; /* what KVM_SET_GSI_ROUTING is given */
 };
 
 /* Install the default routing (ISA IRQs 0-15 on PIC and IOAPIC, 16-23 on

@@ -193,11 +193,15 @@ static int setup_cpuid(struct vio_vcpu *v)
 
 static int setup_msrs(struct vio_vcpu *v)
 {
-    struct {
+    union {
         struct kvm_msrs hdr;
-        struct kvm_msr_entry e[1];
-    } m = {.hdr.nmsrs = 1, .e = {{.index = MSR_IA32_MISC_ENABLE, .data = MISC_ENABLE_FAST_STRING}}};
+        uint8_t bytes[sizeof(struct kvm_msrs) + sizeof(struct kvm_msr_entry)];
+    } m;
 
+    memset(&m, 0, sizeof(m));
+    m.hdr.nmsrs = 1;
+    m.hdr.entries[0].index = MSR_IA32_MISC_ENABLE;
+    m.hdr.entries[0].data = MISC_ENABLE_FAST_STRING;
     if (ioctl(v->fd, KVM_SET_MSRS, &m) != 1)
         vio_debug("vCPU %u: MSR_IA32_MISC_ENABLE not settable", v->id);
     return 0;
