@@ -312,11 +312,12 @@ static void dump_regs(struct vio_vcpu *v)
 
     if (ioctl(v->fd, KVM_GET_REGS, &r) < 0 || ioctl(v->fd, KVM_GET_SREGS, &s) < 0)
         return;
-    vio_err("vCPU %u: rip=0x%llx rsp=0x%llx rflags=0x%llx cr0=0x%llx cr3=0x%llx cr4=0x%llx "
-            "efer=0x%llx cs=0x%x",
-            v->id, (unsigned long long)r.rip, (unsigned long long)r.rsp,
-            (unsigned long long)r.rflags, (unsigned long long)s.cr0, (unsigned long long)s.cr3,
-            (unsigned long long)s.cr4, (unsigned long long)s.efer, s.cs.selector);
+    vio_info("vCPU %u: rip=0x%llx rsp=0x%llx rflags=0x%llx cr0=0x%llx cr2=0x%llx cr3=0x%llx "
+             "cr4=0x%llx efer=0x%llx cs=0x%x idt=0x%llx/%u",
+             v->id, (unsigned long long)r.rip, (unsigned long long)r.rsp,
+             (unsigned long long)r.rflags, (unsigned long long)s.cr0, (unsigned long long)s.cr2,
+             (unsigned long long)s.cr3, (unsigned long long)s.cr4, (unsigned long long)s.efer,
+             s.cs.selector, (unsigned long long)s.idt.base, s.idt.limit);
 }
 
 static bool handle_exit(struct vio_vcpu *v)
@@ -350,6 +351,7 @@ static bool handle_exit(struct vio_vcpu *v)
     case KVM_EXIT_SHUTDOWN:
         /* A triple fault: what a PC does next is reset. */
         vio_info("vCPU %u: triple fault, resetting the VM", v->id);
+        dump_regs(v);
         vio_vm_request_exit(vm, VIO_VM_REBOOT);
         return false;
     case KVM_EXIT_SYSTEM_EVENT:

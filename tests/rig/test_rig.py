@@ -173,9 +173,13 @@ def test_no_kvm_verdict():
 
 
 def test_hang_detection():
-    """A wedged L1 (soft lockup / RCU stall on its console) fails at once, not at the timeout."""
+    """A wedged L1 (soft lockup / RCU stall on its console) is booted once more, then
+    fails at once, not at the timeout; the first run's logs are kept."""
     script = 'echo "[ 99.0] watchdog: BUG: soft lockup - CPU#0 stuck for 23s! [fake:1]"\nsleep 1000\n'
     with Rig(script, vio=False, kvm=False, name="rig-hang") as rig:
         r = rig.wait(200)
+        kept = (rig.workdir / "console.wedged1.log").read_text(errors="replace")
     assert not r.passed and r.reason.startswith("L1 hung"), r.reason
+    assert len(r.wedges) == 1 and "soft lockup" in r.wedges[0], r.wedges
+    assert "soft lockup" in kept and "soft lockup" in r.log, kept[-500:]
     assert r.duration < 60, r.duration
