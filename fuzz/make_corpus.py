@@ -238,11 +238,78 @@ def vu_msg():
           session(memory=discard_memory(), features=FEATURES | (1 << 13) | (1 << 14)))
 
 
+# ---- fuzz_offload (layout in fuzz/fuzz_offload.c) ----
+
+def csum16(data):
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def offload_frame(v6, proto, payload, tcp_flags=0x18):
+    """An Ethernet frame as Linux sends it with NEEDS_CSUM; returns it and
+    the offset of its TCP/UDP header."""
+    eth = bytes.fromhex("525400123402525400123401") + struct.pack("!H", 0x86dd if v6 else 0x0800)
+    data = bytes((i * 31 + 7) & 0xff for i in range(payload))
+    if proto == 6:
+        l4 = struct.pack("!HHIIBBHHH", 40000, 5201, 1000, 1, 5 << 4, tcp_flags, 65535, 0, 0)
+    else:
+        l4 = struct.pack("!HHHH", 5353, 4789, 8 + payload, 0)
+    l4len = len(l4) + payload
+    if v6:
+        src, dst = bytes(range(0xf0, 0x100)), bytes(range(16))
+        ip = struct.pack("!IHBB", 0x60000000, l4len, proto, 64) + src + dst
+        pseudo = src + dst + struct.pack("!II", l4len, proto)
+    else:
+        src, dst = bytes([10, 0, 0, 1]), bytes([10, 0, 0, 2])
+        ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + l4len, 0x1234, 0x4000, 64, proto, 0) + src + dst
+        ip = ip[:10] + struct.pack("!H", 0xffff - csum16(ip)) + ip[12:]
+        pseudo = src + dst + struct.pack("!BBH", 0, proto, l4len)
+    at = 16 if proto == 6 else 6
+    l4 = l4[:at] + struct.pack("!H", csum16(pseudo)) + l4[at + 2:]
+    return eth + ip + l4 + data, len(eth) + len(ip), len(eth) + len(ip) + len(l4)
+
+
+def offload_input(frame, l4, hdr_len, gso_type, gso_size, caps, flags=1, scatter=3, helpers=0,
+                  csum_offset=None):
+    if csum_offset is None:
+        csum_offset = 6 if gso_type in (3, 5) else 16
+    return struct.pack("<BBHHHHBBB", flags, gso_type, hdr_len, gso_size, l4, csum_offset, caps,
+                       scatter, helpers) + frame
+
+
+def offload():
+    f, l4, hl = offload_frame(False, 6, 300, 0x99)  # FIN PSH ACK CWR
+    write("fuzz_offload", "tso4", offload_input(f, l4, hl, 1, 100, 0))
+    write("fuzz_offload", "tso4_partial", offload_input(f, l4, hl, 1, 77, 1, scatter=9))
+    write("fuzz_offload", "tso4_stop", offload_input(f, l4, hl, 1, 50, 0, scatter=0x22))
+    f, l4, hl = offload_frame(True, 6, 250, 0xd0)
+    write("fuzz_offload", "tso6_ecn", offload_input(f, l4, hl, 0x84, 100, 1 | 4, scatter=5))
+    write("fuzz_offload", "tso6_pass", offload_input(f, l4, hl, 0x84, 100, 0x3f))
+    f, l4, hl = offload_frame(False, 17, 260)
+    write("fuzz_offload", "uso4", offload_input(f, l4, hl, 5, 100, 0, scatter=7))
+    write("fuzz_offload", "ufo4", offload_input(f, l4, hl, 3, 96, 1, scatter=1))
+    f, l4, hl = offload_frame(True, 17, 260)
+    write("fuzz_offload", "uso6", offload_input(f, l4, hl, 5, 64, 1, scatter=13))
+    f, l4, hl = offload_frame(False, 6, 40)
+    write("fuzz_offload", "csum_tcp4", offload_input(f, l4, 0, 0, 0, 0, scatter=2))
+    f, l4, hl = offload_frame(True, 17, 41)
+    write("fuzz_offload", "csum_udp6", offload_input(f, l4, 0, 0, 0, 0, scatter=11))
+    # Lengths left for the helpers to fix, as a mutated frame would have them.
+    f, l4, hl = offload_frame(False, 6, 120)
+    f = f[:16] + b"\0\0" + f[18:]
+    write("fuzz_offload", "tso4_helped", offload_input(f, 0, 0, 1, 40, 0, helpers=7))
+
+
 def main():
     opts()
     rpc()
     virtq()
     vu_msg()
+    offload()
     for d in sorted(CORPUS.iterdir()):
         print("%s: %d seeds" % (d.relative_to(CORPUS.parent), len(list(d.iterdir()))))
 

@@ -7,12 +7,12 @@ set -euo pipefail
 PKGS=(
     # build
     gcc libc6-dev make pkg-config meson ninja-build
-    liburing-dev libjansson-dev
+    liburing-dev libjansson-dev libslirp-dev libglib2.0-dev
     # unit tests and fuzzing
     libcmocka-dev clang libclang-rt-14-dev acpica-tools
     # end-to-end tests: QEMU as the real client, guest kit, Python harness
     python3 qemu-system-x86 qemu-system-data qemu-system-common qemu-utils
-    busybox-static cpio kmod
+    busybox-static cpio kmod iproute2
 )
 
 missing=()

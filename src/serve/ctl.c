@@ -4,6 +4,7 @@
 #include "serve/serve.h"
 
 #include <errno.h>
+#include <stdbool.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,10 @@ static void usage(FILE *f)
                "  list                 devices and their connection state (device.list)\n"
                "  stats [ID]           counters of all devices or one (device.stats)\n"
                "  info                 server program, version, pid (server.info)\n"
+               "  ports                switch ports: MAC, VLAN, link, counters (net.ports)\n"
+               "  port-add SPEC        add a network port, SPEC as for --net (net.port.add)\n"
+               "  port-remove ID       remove a network port (net.port.remove)\n"
+               "  link ID up|down      set a port's link state (net.port.link)\n"
                "  help                 every method the server offers\n"
                "  METHOD [JSON|k=v...] call any method with params given as a JSON\n"
                "                       object or array, or as key=value pairs\n"
@@ -101,6 +106,28 @@ int vio_ctl_main(int argc, char **argv)
         method = "device.list";
     } else if (strcmp(method, "info") == 0) {
         method = "server.info";
+    } else if (strcmp(method, "ports") == 0) {
+        method = "net.ports";
+    } else if (strcmp(method, "port-add") == 0 || strcmp(method, "port-remove") == 0) {
+        bool add = strcmp(method, "port-add") == 0;
+
+        if (argc - optind != 1) {
+            fprintf(stderr, "vio ctl: %s takes one argument: %s\n", method,
+                    add ? "id=ID,socket=PATH,mac=MAC[,vlan=N][,queues=N]" : "the port id");
+            return 2;
+        }
+        params = json_pack("{s:s}", add ? "spec" : "id", argv[optind++]);
+        method = add ? "net.port.add" : "net.port.remove";
+    } else if (strcmp(method, "link") == 0) {
+        if (argc - optind != 2 ||
+            (strcmp(argv[optind + 1], "up") != 0 && strcmp(argv[optind + 1], "down") != 0)) {
+            fprintf(stderr, "vio ctl: usage: link ID up|down\n");
+            return 2;
+        }
+        params = json_pack("{s:s, s:b}", "id", argv[optind], "up",
+                           strcmp(argv[optind + 1], "up") == 0);
+        optind += 2;
+        method = "net.port.link";
     } else if (strcmp(method, "stats") == 0) {
         method = "device.stats";
         if (optind < argc && !strchr(argv[optind], '=') && argv[optind][0] != '{') {

@@ -1,7 +1,9 @@
 /* `vio serve`: the device server. Parses the command line into devices,
  * puts each behind a vhost-user socket, spreads their queues over worker
  * threads, answers JSON-RPC on the control socket, and shuts down cleanly
- * on SIGINT/SIGTERM (in-flight requests are completed first). */
+ * on SIGINT/SIGTERM (in-flight requests are completed first). Network
+ * ports (--net) and uplinks (--uplink) share one switch whose data path
+ * runs on its own thread; ports can be added and removed at run time. */
 #include "serve/serve.h"
 
 #include <errno.h>
@@ -19,10 +21,14 @@
 #include "core/rpc.h"
 #include "core/workers.h"
 #include "devices/blk.h"
+#include "devices/net.h"
+#include "net/switch.h"
+#include "net/uplink.h"
 #include "vhost/vu_backend.h"
 
 #define SERVE_MAX_DEVICES 64
 #define SERVE_MAX_WORKERS 64
+#define SERVE_MAX_UPLINKS 16
 
 struct serve_dev {
     struct vio_dev *dev;
@@ -32,6 +38,10 @@ struct serve_dev {
 struct serve {
     struct vio_loop loop;
     struct vio_workers workers;
+    struct vio_workers switch_thread; /* one loop: the switch's data path */
+    struct vio_switch *sw;
+    struct vio_uplink *uplinks[SERVE_MAX_UPLINKS];
+    unsigned nuplinks;
     struct serve_dev devs[SERVE_MAX_DEVICES];
     unsigned ndevs;
     struct vio_rpc_server *rpc;
@@ -58,6 +68,12 @@ static void usage(FILE *f)
             "  --blk id=ID,socket=PATH,backend=null[,size=1G][,queues=N]\n"
             "        a virtio-blk device on a file or block device (io_uring), or on the\n"
             "        null backend for benchmarks; ,, in a value stands for a comma\n"
+            "  --net id=ID,socket=PATH,mac=MAC[,vlan=N][,queues=N][,queue-size=N]\n"
+            "        a virtio-net port on the switch: sends only from MAC, receives its\n"
+            "        own unicast, broadcast and multicast, only within its VLAN\n"
+            "  --uplink type=slirp,id=ID[,...] | type=vxlan,id=ID,vni=N,local=IP,remote=IP\n"
+            "        | type=tap,id=ID,ifname=NAME   connect the switch to the outside\n"
+            "        (user-mode NAT, a VXLAN segment, a TAP interface)\n"
             "  --ctl PATH       JSON-RPC control socket (see `vio ctl`)\n"
             "  --workers N      worker threads for queues (default: one per CPU,\n"
             "                   at most one per queue)\n"
@@ -170,6 +186,71 @@ out:
     return ret;
 }
 
+/* Build one virtio-net port from its --net spec (or net.port.add). */
+static int make_net(const char *spec, struct vio_switch *sw, struct vio_dev **out, char *socket,
+                    size_t socket_len, char *err, size_t errlen)
+{
+    struct vio_opts o;
+    struct vio_net_dev_opts no = {0};
+    const char *id, *sock, *mac;
+    uint64_t queues, qsize, vlan;
+    int ret;
+
+    err[0] = '\0';
+    ret = vio_opts_parse(spec, &o, err, errlen);
+    if (ret < 0)
+        return ret;
+    id = vio_opts_get(&o, "id");
+    sock = vio_opts_get(&o, "socket");
+    mac = vio_opts_get(&o, "mac");
+    if (!id || !valid_id(id)) {
+        snprintf(err, errlen, "id= is required: 1-31 letters, digits, '-', '_' or '.'");
+        goto bad_inval;
+    }
+    if (!sock || !*sock || strlen(sock) >= socket_len) {
+        snprintf(err, errlen, "socket=PATH is required (under %zu bytes)", socket_len);
+        goto bad_inval;
+    }
+    if (!mac || vio_net_parse_mac(mac, no.mac) < 0 || (no.mac[0] & 1) ||
+        memcmp(no.mac, "\0\0\0\0\0\0", 6) == 0) {
+        snprintf(err, errlen, "mac=%s: expected a unicast address like 52:54:00:12:34:56",
+                 mac ? mac : "(missing)");
+        goto bad_inval;
+    }
+    if ((ret = vio_opts_size(&o, "queues", 1, 1, VIO_NET_MAX_QUEUE_PAIRS, &queues, err,
+                             errlen)) < 0 ||
+        (ret = vio_opts_size(&o, "queue-size", VIO_NET_DEFAULT_QUEUE_SIZE, 64, 32768, &qsize, err,
+                             errlen)) < 0 ||
+        (ret = vio_opts_size(&o, "vlan", 0, 0, 4094, &vlan, err, errlen)) < 0)
+        goto out;
+    if (!vio_is_pow2(qsize)) {
+        snprintf(err, errlen, "queue-size=%llu: must be a power of two",
+                 (unsigned long long)qsize);
+        goto bad_inval;
+    }
+    if ((ret = vio_opts_check_unused(&o, err, errlen)) < 0)
+        goto out;
+    no.id = id;
+    no.queue_pairs = (uint16_t)queues;
+    no.queue_size = (uint16_t)qsize;
+    no.vlan = (uint16_t)vlan;
+    ret = vio_net_dev_create(&no, sw, out);
+    if (ret == -EEXIST)
+        snprintf(err, errlen, "a port with id %s or MAC %s in VLAN %u exists", id, mac,
+                 (unsigned)vlan);
+    else if (ret < 0)
+        snprintf(err, errlen, "cannot create the port: %s", strerror(-ret));
+    else
+        snprintf(socket, socket_len, "%s", sock);
+    goto out;
+
+bad_inval:
+    ret = -EINVAL;
+out:
+    vio_opts_free(&o);
+    return ret;
+}
+
 static struct serve_dev *find_dev(struct serve *s, const char *id)
 {
     for (unsigned i = 0; i < s->ndevs; i++) {
@@ -244,7 +325,142 @@ static json_t *rpc_server_info(void *opaque, json_t *params, struct vio_rpc_erro
                      (int)s->ndevs);
 }
 
+static void add_port_stats(struct vio_net_port *p, void *opaque)
+{
+    json_array_append_new(opaque, vio_net_port_stats(p));
+}
+
+static json_t *rpc_net_ports(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *list = json_array();
+
+    (void)params;
+    (void)err;
+    if (s->sw)
+        vio_switch_foreach(s->sw, add_port_stats, list);
+    return list;
+}
+
+static bool socket_in_use(struct serve *s, const char *path)
+{
+    for (unsigned i = 0; i < s->ndevs; i++) {
+        json_t *info = vio_vu_backend_info(s->devs[i].vu);
+        bool same = strcmp(json_string_value(json_object_get(info, "socket")), path) == 0;
+
+        json_decref(info);
+        if (same)
+            return true;
+    }
+    return false;
+}
+
+static json_t *rpc_net_port_add(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *spec = params ? json_object_get(params, "spec") : NULL;
+    struct serve_dev *sd;
+    char socket[108], msg[200];
+    struct vio_dev *dev;
+    int ret;
+
+    if (!s->sw)
+        return vio_rpc_fail(err, VIO_RPC_INVALID_REQUEST,
+                            "this server has no switch (start it with --net or --uplink)");
+    if (!json_is_object(params) || !json_is_string(spec) || json_object_size(params) != 1)
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS,
+                            "params must be {\"spec\": \"id=ID,socket=PATH,mac=MAC[,vlan=N]"
+                            "[,queues=N]\"}");
+    if (s->ndevs == SERVE_MAX_DEVICES)
+        return vio_rpc_fail(err, VIO_RPC_INVALID_REQUEST, "at most %d devices",
+                            SERVE_MAX_DEVICES);
+    ret = make_net(json_string_value(spec), s->sw, &dev, socket, sizeof(socket), msg,
+                   sizeof(msg));
+    if (ret < 0)
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "%s", msg);
+    if (find_dev(s, dev->id) || socket_in_use(s, socket)) {
+        snprintf(msg, sizeof(msg), "id %s or socket %s already used", dev->id, socket);
+        dev->ops->destroy(dev);
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "%s", msg);
+    }
+    sd = &s->devs[s->ndevs];
+    sd->dev = dev;
+    ret = vio_vu_backend_create(dev, socket, &s->loop, &sd->vu);
+    if (ret < 0) {
+        dev->ops->destroy(dev);
+        sd->dev = NULL;
+        return vio_rpc_fail(err, VIO_RPC_INTERNAL_ERROR, "cannot listen on %s: %s", socket,
+                            strerror(-ret));
+    }
+    s->ndevs++;
+    vio_info("%s: virtio-net port added, vhost-user socket %s", dev->id, socket);
+    return device_summary(sd);
+}
+
+static struct serve_dev *find_port_dev(struct serve *s, json_t *params, struct vio_rpc_error *err)
+{
+    json_t *id = params ? json_object_get(params, "id") : NULL;
+    struct serve_dev *sd;
+
+    if (!json_is_string(id)) {
+        vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "params need \"id\": a port id");
+        return NULL;
+    }
+    sd = find_dev(s, json_string_value(id));
+    if (!sd || !vio_is_net_dev(sd->dev)) {
+        vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "no network port '%s'", json_string_value(id));
+        return NULL;
+    }
+    return sd;
+}
+
+static json_t *rpc_net_port_remove(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    struct serve_dev *sd = find_port_dev(s, params, err);
+    unsigned i;
+    char id[32];
+
+    if (!sd)
+        return NULL;
+    i = (unsigned)(sd - s->devs);
+    snprintf(id, sizeof(id), "%s", sd->dev->id);
+    /* Disconnecting drains the rings on the switch thread; then the port
+     * leaves the switch. */
+    vio_vu_backend_destroy(sd->vu);
+    sd->dev->ops->destroy(sd->dev);
+    memmove(&s->devs[i], &s->devs[i + 1], (s->ndevs - i - 1) * sizeof(s->devs[0]));
+    s->ndevs--;
+    vio_info("%s: virtio-net port removed", id);
+    return json_pack("{s:s}", "removed", id);
+}
+
+static json_t *rpc_net_port_link(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *up = params ? json_object_get(params, "up") : NULL;
+    struct vio_net_port *p;
+    json_t *id = params ? json_object_get(params, "id") : NULL;
+
+    if (!s->sw || !json_is_string(id))
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS,
+                            "params must be {\"id\": PORT, \"up\": true|false}");
+    if (!json_is_boolean(up))
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "\"up\" must be true or false");
+    p = vio_switch_find(s->sw, json_string_value(id));
+    if (!p)
+        return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "no port '%s'", json_string_value(id));
+    atomic_store(&p->link_up, json_is_true(up));
+    vio_info("%s: link %s", p->id, json_is_true(up) ? "up" : "down");
+    return vio_net_port_stats(p);
+}
+
 static const struct vio_rpc_method serve_methods[] = {
+    {"net.ports", rpc_net_ports, "switch ports (VM ports and uplinks) with MAC, VLAN, link, counters"},
+    {"net.port.add", rpc_net_port_add,
+     "add a virtio-net port: {\"spec\": \"id=ID,socket=PATH,mac=MAC[,vlan=N][,queues=N]\"}"},
+    {"net.port.remove", rpc_net_port_remove, "remove a virtio-net port: {\"id\": ID}"},
+    {"net.port.link", rpc_net_port_link, "set a port's link: {\"id\": ID, \"up\": true|false}"},
     {"device.list", rpc_device_list, "list devices with their sockets and connection state"},
     {"device.stats", rpc_device_stats,
      "counters per device and queue; params {\"id\": ID} for one device"},
@@ -282,11 +498,19 @@ static void teardown(struct serve *s)
     }
     vio_rpc_server_destroy(s->rpc);
     s->rpc = NULL;
+    for (unsigned i = 0; i < s->nuplinks; i++)
+        vio_uplink_destroy(s->uplinks[i]);
+    s->nuplinks = 0;
     if (s->workers.n)
         vio_workers_stop(&s->workers);
+    /* Network devices detach from the switch on its thread, still running. */
     for (unsigned i = 0; i < s->ndevs; i++)
         s->devs[i].dev->ops->destroy(s->devs[i].dev);
     s->ndevs = 0;
+    if (s->switch_thread.n)
+        vio_workers_stop(&s->switch_thread);
+    vio_switch_destroy(s->sw);
+    s->sw = NULL;
     if (s->sigfd >= 0)
         close(s->sigfd);
     vio_loop_destroy(&s->loop);
@@ -296,12 +520,14 @@ int vio_serve_main(int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"blk", required_argument, NULL, 'b'},   {"ctl", required_argument, NULL, 'c'},
+        {"net", required_argument, NULL, 'n'},   {"uplink", required_argument, NULL, 'u'},
         {"workers", required_argument, NULL, 'w'}, {"log-level", required_argument, NULL, 'l'},
         {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
     };
-    const char *blk_specs[SERVE_MAX_DEVICES];
+    const char *blk_specs[SERVE_MAX_DEVICES], *net_specs[SERVE_MAX_DEVICES];
+    const char *uplink_specs[SERVE_MAX_UPLINKS];
     char sockets[SERVE_MAX_DEVICES][108];
-    unsigned nblk = 0, total_queues = 0;
+    unsigned nblk = 0, nnet = 0, nuplink = 0, total_queues = 0;
     uint64_t workers = 0;
     const char *ctl = NULL;
     struct serve s;
@@ -319,6 +545,20 @@ int vio_serve_main(int argc, char **argv)
                 return 2;
             }
             blk_specs[nblk++] = optarg;
+            break;
+        case 'n':
+            if (nblk + nnet == SERVE_MAX_DEVICES) {
+                vio_err("at most %d devices", SERVE_MAX_DEVICES);
+                return 2;
+            }
+            net_specs[nnet++] = optarg;
+            break;
+        case 'u':
+            if (nuplink == SERVE_MAX_UPLINKS) {
+                vio_err("at most %d uplinks", SERVE_MAX_UPLINKS);
+                return 2;
+            }
+            uplink_specs[nuplink++] = optarg;
             break;
         case 'c':
             ctl = optarg;
@@ -352,8 +592,13 @@ int vio_serve_main(int argc, char **argv)
         vio_err("unexpected argument '%s' (see vio serve --help)", argv[optind]);
         return 2;
     }
-    if (nblk == 0) {
-        vio_err("nothing to serve: give at least one --blk (see vio serve --help)");
+    if (nblk + nnet + nuplink == 0) {
+        vio_err("nothing to serve: give at least one --blk, --net or --uplink "
+                "(see vio serve --help)");
+        return 2;
+    }
+    if (nblk + nnet == SERVE_MAX_DEVICES && nblk && nnet) {
+        vio_err("at most %d devices", SERVE_MAX_DEVICES);
         return 2;
     }
 
@@ -379,6 +624,46 @@ int vio_serve_main(int argc, char **argv)
         }
         total_queues += dev->num_queues;
     }
+    if (nnet + nuplink) {
+        /* The switch thread runs before ports attach: attaching is a call
+         * on its loop. */
+        ret = vio_workers_start(&s.switch_thread, 1, "switch");
+        if (ret < 0) {
+            vio_err("cannot start the switch thread: %s", strerror(-ret));
+            goto fail;
+        }
+        ret = vio_switch_create(&s.switch_thread.loops[0], "switch0", &s.sw);
+        if (ret < 0) {
+            vio_err("cannot create the switch: %s", strerror(-ret));
+            goto fail;
+        }
+    }
+    for (unsigned i = 0; i < nnet; i++) {
+        unsigned k = s.ndevs;
+        struct vio_dev *dev;
+        char err[200];
+
+        ret = make_net(net_specs[i], s.sw, &dev, sockets[k], sizeof(sockets[k]), err,
+                       sizeof(err));
+        if (ret < 0) {
+            vio_err("--net %s: %s", net_specs[i], err);
+            goto fail;
+        }
+        s.devs[s.ndevs++].dev = dev;
+        for (unsigned j = 0; j < k; j++) {
+            if (strcmp(s.devs[j].dev->id, dev->id) == 0 || strcmp(sockets[j], sockets[k]) == 0) {
+                vio_err("--net %s: id or socket already used by device %s", net_specs[i],
+                        s.devs[j].dev->id);
+                goto fail;
+            }
+        }
+    }
+    for (unsigned i = 0; i < nuplink; i++) {
+        ret = vio_uplink_create(s.sw, uplink_specs[i], &s.uplinks[s.nuplinks]);
+        if (ret < 0)
+            goto fail;
+        s.nuplinks++;
+    }
 
     /* SIGINT/SIGTERM arrive through a signalfd on the control loop. */
     sigemptyset(&sigs);
@@ -391,7 +676,8 @@ int vio_serve_main(int argc, char **argv)
         goto fail;
     }
 
-    ret = vio_workers_start(&s.workers, workers ? (unsigned)workers : default_workers(total_queues),
+    ret = vio_workers_start(&s.workers,
+                            workers ? (unsigned)workers : default_workers(VIO_MAX(total_queues, 1)),
                             "worker");
     if (ret < 0) {
         vio_err("cannot start worker threads: %s", strerror(-ret));
@@ -400,13 +686,20 @@ int vio_serve_main(int argc, char **argv)
     for (unsigned i = 0; i < s.ndevs; i++) {
         struct vio_dev *dev = s.devs[i].dev;
 
-        for (unsigned q = 0; q < dev->num_queues; q++)
+        bool net = vio_is_net_dev(dev);
+
+        /* A network port's queues live on the switch thread already. */
+        for (unsigned q = 0; q < dev->num_queues && !net; q++)
             dev->queues[q].loop = vio_workers_next(&s.workers);
         ret = vio_vu_backend_create(dev, sockets[i], &s.loop, &s.devs[i].vu);
         if (ret < 0)
             goto fail;
-        vio_info("%s: virtio-blk, %u queue%s, vhost-user socket %s", dev->id, dev->num_queues,
-                 dev->num_queues == 1 ? "" : "s", sockets[i]);
+        if (net)
+            vio_info("%s: virtio-net port, %u queue pair%s, vhost-user socket %s", dev->id,
+                     dev->num_queues / 2, dev->num_queues / 2 == 1 ? "" : "s", sockets[i]);
+        else
+            vio_info("%s: virtio-blk, %u queue%s, vhost-user socket %s", dev->id,
+                     dev->num_queues, dev->num_queues == 1 ? "" : "s", sockets[i]);
     }
     if (ctl) {
         ret = vio_rpc_server_create(&s.loop, ctl, serve_methods, &s, &s.rpc);

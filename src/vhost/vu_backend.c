@@ -46,6 +46,11 @@ struct vio_vu_backend {
     struct vu_reader rd;
     uint64_t features;          /* acked by the front-end */
     uint64_t protocol_features; /* acked by the front-end */
+    bool pf_negotiated;         /* SET_PROTOCOL_FEATURES seen */
+    /* ADD_MEM_REG of a region already mapped: QEMU's multi-queue net sends
+     * each region once per queue pair on one connection. Counted here so
+     * the region goes only with its last REM_MEM_REG. */
+    unsigned mem_extra_refs[VIO_GMEM_MAX_REGIONS];
     uint8_t status;
     struct vio_gmem mem;
     struct vu_ring *rings; /* [dev->num_queues] */
@@ -184,6 +189,8 @@ static void disconnect(struct vio_vu_backend *b, const char *why)
     reset_device(b);
     vio_gmem_clear(&b->mem);
     b->protocol_features = 0;
+    b->pf_negotiated = false;
+    memset(b->mem_extra_refs, 0, sizeof(b->mem_extra_refs));
     vio_loop_del(b->loop, &b->conn_h);
     close_fd(&b->conn_fd);
     vu_msg_close_fds(&b->rd.msg);
@@ -271,6 +278,7 @@ static int h_set_protocol_features(struct vio_vu_backend *b, struct vu_msg *m,
         return -EINVAL;
     }
     b->protocol_features = v;
+    b->pf_negotiated = true;
     return 0;
 }
 
@@ -305,6 +313,7 @@ static int h_set_mem_table(struct vio_vu_backend *b, struct vu_msg *m, struct vu
     quiesce(b);
     vio_gmem_clear(&b->mem);
     b->mem = fresh;
+    memset(b->mem_extra_refs, 0, sizeof(b->mem_extra_refs));
     resume(b);
     return 0;
 }
@@ -315,6 +324,14 @@ static int h_add_mem_reg(struct vio_vu_backend *b, struct vu_msg *m, struct vu_m
     int ret;
 
     (void)reply;
+    for (unsigned i = 0; i < b->mem.nregions; i++) {
+        const struct vio_gmem_region *g = &b->mem.regions[i];
+
+        if (g->gpa == r->gpa && g->size == r->size && g->uva == r->uva) {
+            b->mem_extra_refs[i]++;
+            return 0;
+        }
+    }
     quiesce(b);
     ret = vio_gmem_add_fd(&b->mem, m->fds[0], r->gpa, r->size, r->uva, r->mmap_offset);
     resume(b);
@@ -330,6 +347,22 @@ static int h_rem_mem_reg(struct vio_vu_backend *b, struct vu_msg *m, struct vu_m
     int ret;
 
     (void)reply;
+    for (unsigned i = 0; i < b->mem.nregions; i++) {
+        const struct vio_gmem_region *g = &b->mem.regions[i];
+
+        if (g->gpa == r->gpa && g->size == r->size && g->uva == r->uva) {
+            unsigned last = b->mem.nregions - 1;
+
+            if (b->mem_extra_refs[i]) {
+                b->mem_extra_refs[i]--;
+                return 0;
+            }
+            /* vio_gmem_remove moves the last region into the hole. */
+            b->mem_extra_refs[i] = b->mem_extra_refs[last];
+            b->mem_extra_refs[last] = 0;
+            break;
+        }
+    }
     quiesce(b);
     ret = vio_gmem_remove(&b->mem, r->gpa, r->size, r->uva);
     resume(b);
@@ -527,7 +560,10 @@ static int h_set_vring_enable(struct vio_vu_backend *b, struct vu_msg *m, struct
     (void)reply;
     if (check_ring_index(b, s->index) < 0)
         return -EINVAL;
-    if (s->num > 1 || !(b->features & VIO_BIT(VU_F_PROTOCOL_FEATURES))) {
+    /* QEMU's net front-end enables rings once protocol features are
+     * negotiated, before SET_FEATURES acks VHOST_USER_F_PROTOCOL_FEATURES. */
+    if (s->num > 1 ||
+        (!(b->features & VIO_BIT(VU_F_PROTOCOL_FEATURES)) && !b->pf_negotiated)) {
         vio_warn("%s: SET_VRING_ENABLE %u for ring %u %s", b->dev->id, s->num, s->index,
                  s->num > 1 ? "is not 0 or 1" : "without VHOST_USER_F_PROTOCOL_FEATURES");
         return -EINVAL;

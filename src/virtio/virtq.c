@@ -340,6 +340,15 @@ struct vio_vq_elem *vio_vq_pop(struct vio_vq *vq)
     return e;
 }
 
+void vio_vq_unpop(struct vio_vq *vq, struct vio_vq_elem *e)
+{
+    if (!e->inflight)
+        return;
+    e->inflight = false;
+    vq->inflight--;
+    vq->last_avail_idx--;
+}
+
 void vio_vq_push(struct vio_vq *vq, struct vio_vq_elem *e, uint32_t len)
 {
     struct vio_vring_used_elem u = {

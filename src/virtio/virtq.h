@@ -93,6 +93,11 @@ static inline bool vio_vq_started(const struct vio_vq *vq)
  * vio_vq_fault) and returns NULL until restarted. */
 struct vio_vq_elem *vio_vq_pop(struct vio_vq *vq);
 
+/* Give back the element popped last, unused: the next pop returns it
+ * again. Several may be given back, in the reverse order of their pops (a
+ * device that needs more buffers than are available for one request). */
+void vio_vq_unpop(struct vio_vq *vq, struct vio_vq_elem *e);
+
 /* Return @e to the driver with @len bytes written to its writable buffers.
  * Not visible to the driver until vio_vq_flush() or vio_vq_notify(). */
 void vio_vq_push(struct vio_vq *vq, struct vio_vq_elem *e, uint32_t len);
