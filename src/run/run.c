@@ -29,6 +29,7 @@
 #include "emul/pcsys.h"
 #include "emul/rtc.h"
 #include "emul/uart8250.h"
+#include "run/run_net.h"
 #include "vmm/acpi.h"
 #include "vmm/boot.h"
 #include "vmm/pci.h"
@@ -59,6 +60,7 @@ struct run_opts {
     bool probe_only;
     struct dev_spec devs[MAX_DEVS];
     unsigned ndevs;
+    struct vio_run_net_opts net;
 };
 
 struct session {
@@ -89,6 +91,7 @@ static struct {
     bool escape; /* Ctrl-A seen on a terminal */
     bool quit;   /* the operator asked to stop: no reboot */
     unsigned boots;
+    struct vio_run_net *net; /* switch and uplinks, kept across reboots */
 } g;
 
 static void usage(FILE *f)
@@ -114,6 +117,15 @@ static void usage(FILE *f)
             "  --virtio-console in=PATH,out=PATH[,id=ID]\n"
             "                      virtio-console (hvc0) reading PATH (e.g. a FIFO),\n"
             "                      writing to out\n"
+            "  --net mac=MAC[,model=virtio|e1000][,queues=N][,vlan=N][,id=ID]\n"
+            "                      a NIC on the VM's switch: virtio-net (default; queues\n"
+            "                      1-16) or an emulated Intel 82540EM (e1000, the stock\n"
+            "                      driver of any OS); vlan 0-4094 (0: untagged)\n"
+            "  --uplink type=slirp|vxlan|tap,id=ID[,vlan=N][,KEY=VALUE...]\n"
+            "                      connect the switch onward: slirp (user-mode NAT:\n"
+            "                      [net=A.B.C.D/LEN][,restrict=on][,hostfwd=RULE]), vxlan\n"
+            "                      (vni=N,local=ADDR[:PORT],remote=ADDR[:PORT]) or tap\n"
+            "                      (ifname=NAME[,offload=on|off]); repeatable\n"
             "  --ctl PATH          JSON-RPC control socket (see vio ctl)\n"
             "  --io-threads N      threads for device queues (default 1)\n"
             "  --no-reboot         exit when the guest reboots instead of restarting it\n"
@@ -216,7 +228,7 @@ bad:
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_CPUS, O_BLK, O_VHOST_BLK, O_RNG,
-           O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG, O_PROBE };
+           O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG, O_PROBE, O_NET, O_UPLINK };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, O_KERNEL},
         {"initrd", required_argument, NULL, O_INITRD},
@@ -232,6 +244,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         {"no-reboot", no_argument, NULL, O_NOREBOOT},
         {"log-level", required_argument, NULL, O_LOG},
         {"kvm-probe", no_argument, NULL, O_PROBE},
+        {"net", required_argument, NULL, O_NET},
+        {"uplink", required_argument, NULL, O_UPLINK},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -285,6 +299,14 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
             if (parse_dev(o, DEV_RNG, NULL) < 0)
                 return -EINVAL;
             break;
+        case O_NET:
+            if (vio_run_net_parse_nic(&o->net, optarg) < 0)
+                return -EINVAL;
+            break;
+        case O_UPLINK:
+            if (vio_run_net_parse_uplink(&o->net, optarg) < 0)
+                return -EINVAL;
+            break;
         case O_CTL:
             o->ctl = optarg;
             break;
@@ -326,6 +348,12 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
     if (!o->kernel && !o->probe_only) {
         vio_err("--kernel is required (see vio run --help)");
         return -EINVAL;
+    }
+    for (unsigned i = 0; i < o->ndevs; i++) {
+        if (vio_run_net_has_id(&o->net, o->devs[i].id)) {
+            vio_err("id=%s is used twice (by a --net NIC and another device)", o->devs[i].id);
+            return -EINVAL;
+        }
     }
     if (!o->cmdline)
         o->cmdline = DEFAULT_CMDLINE;
@@ -457,12 +485,21 @@ static json_t *rpc_vm_dump(void *opaque, json_t *params, struct vio_rpc_error *e
     return json_true();
 }
 
+static json_t *rpc_net_ports(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    (void)opaque;
+    (void)params;
+    (void)err;
+    return vio_run_net_ports(g.net);
+}
+
 static const struct vio_rpc_method run_methods[] = {
     {"vm.dump", rpc_vm_dump, "log every vCPU's registers (to stderr)"},
     {"vm.info", rpc_vm_info, "cpus, memory, boot count, KVM speed"},
     {"vm.stop", rpc_vm_stop, "stop the VM and exit"},
     {"device.list", rpc_device_list, "virtio devices with their state"},
     {"device.stats", rpc_device_stats, "state and counters; params {\"id\": ID} for one"},
+    {"net.ports", rpc_net_ports, "every port of the VM's switch (NICs, uplinks) with counters"},
     {NULL, NULL, NULL},
 };
 
@@ -638,6 +675,7 @@ static void session_teardown(struct session *s)
     for (unsigned i = 0; i < s->nvdevs; i++)
         vio_vpci_destroy(s->vdevs[i]);
     s->nvdevs = 0;
+    vio_run_net_detach(g.net);
     vio_pci_destroy(s->pci);
     vio_uart_destroy(s->uart);
     vio_rtc_destroy(s->rtc);
@@ -684,6 +722,9 @@ static enum vio_vm_exit run_once(const struct run_opts *o, int sigfd)
             goto out;
         }
     }
+    if (g.net && vio_run_net_attach(g.net, &s.vm, s.pci, &s.loop, s.vdevs, &s.nvdevs,
+                                    MAX_DEVS) < 0)
+        goto out;
     bo.rsdp_addr = vio_acpi_build(&s.vm);
     if (!bo.rsdp_addr || vio_boot_load(&s.vm, &bo, &regs) < 0)
         goto out;
@@ -753,6 +794,11 @@ int vio_run_main(int argc, char **argv)
         return 1;
     }
     g.speed_known = true;
+    /* The switch and its uplinks before anything boots: a bad --uplink
+     * spec is a command-line error. */
+    ret = vio_run_net_start(&o.net, &g.net);
+    if (ret < 0)
+        return ret == -EINVAL ? 2 : 1;
     if (g.speed.slow)
         vio_warn("KVM runs guest kernel code at %.0f ns per loop iteration here; hardware "
                  "virtualization takes about 1 ns. %s Guest speed measured on this host is that "
@@ -776,6 +822,7 @@ int vio_run_main(int argc, char **argv)
     sigfd = signalfd(-1, &sigs, SFD_CLOEXEC | SFD_NONBLOCK);
     if (sigfd < 0) {
         vio_err("signalfd: %s", strerror(errno));
+        vio_run_net_stop(g.net);
         return 1;
     }
     setup_tty();
@@ -787,6 +834,8 @@ int vio_run_main(int argc, char **argv)
         vio_info("rebooting");
     }
     close(sigfd);
+    vio_run_net_stop(g.net);
+    g.net = NULL;
     restore_tty();
     return r == VIO_VM_ERROR ? 1 : 0;
 }

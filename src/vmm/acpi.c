@@ -9,6 +9,7 @@
 
 #include "core/log.h"
 #include "vmm/boot.h"
+#include "vmm/pci.h"
 
 #define ACPI_AREA_SIZE 0x10000
 #define OEM_ID         "VIO   "
@@ -211,9 +212,45 @@ static void res_end(struct buf *b)
     put8(b, 0);
 }
 
+/* Name(_PRT, Package(){...}): the INTx routing of bus 0, one entry per
+ * slot and pin, each a static GSI (Source Zero) as vio_pci_intx_gsi() says;
+ * Linux then programs those IOAPIC inputs level-triggered. */
+static void aml_prt(struct buf *b)
+{
+    uint8_t body[2048];
+    struct buf p = {body, 0, sizeof(body), false};
+    unsigned n = 0;
+
+    for (unsigned slot = 1; slot < VIO_PCI_SLOTS; slot++) {
+        for (unsigned pin = 0; pin < 4; pin++) {
+            uint8_t e[16];
+            struct buf eb = {e, 0, sizeof(e), false};
+
+            put8(&eb, 4); /* NumElements */
+            put8(&eb, 0x0c); /* DWordConst: address, any function of the slot */
+            put32(&eb, slot << 16 | 0xffff);
+            aml_int(&eb, pin);
+            aml_int(&eb, 0); /* Source: none, a GSI */
+            aml_int(&eb, vio_pci_intx_gsi(slot, pin));
+            put8(&p, 0x12); /* PackageOp */
+            aml_pkglen(&p, eb.len);
+            put(&p, e, eb.len);
+            n++;
+        }
+    }
+    put8(b, 0x08);
+    put(b, "_PRT", 4);
+    put8(b, 0x12);
+    aml_pkglen(b, 1 + p.len);
+    put8(b, (uint8_t)n); /* NumElements (124) */
+    put(b, body, p.len);
+    if (p.overflow)
+        b->overflow = true;
+}
+
 static void build_dsdt_body(struct buf *b)
 {
-    uint8_t dev[512], crs[256], sb[1024];
+    uint8_t dev[4096], crs[256], sb[4096];
     struct buf d = {dev, 0, sizeof(dev), false}, c = {crs, 0, sizeof(crs), false};
     struct buf s = {sb, 0, sizeof(sb), false};
 
@@ -242,6 +279,7 @@ static void build_dsdt_body(struct buf *b)
     res_dword_mem(&c, (uint32_t)VIO_MMIO_32_START, (uint32_t)(VIO_MMIO_32_END - 1));
     res_end(&c);
     aml_name_buffer(&d, "_CRS", crs, c.len);
+    aml_prt(&d);
     aml_device(&s, "PCI0", dev, d.len);
 
     /* \_SB_.RTC_: the CMOS clock at ports 0x70-0x71, IRQ 8. */

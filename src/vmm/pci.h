@@ -1,8 +1,9 @@
 /* PCI bus 0 with configuration mechanism #1 (ports 0xCF8/0xCFC): a host
  * bridge in slot 0 and devices in the other slots. Each device has a
- * 256-byte config space with a write mask, memory BARs that we assign like
- * firmware would (in the 32-bit MMIO window) and that follow the guest when
- * it moves them, and a capability list. Port 0xCF9 bit 2 resets the VM. */
+ * 256-byte config space with a write mask, memory BARs (in the 32-bit MMIO
+ * window) and I/O BARs (ports 0xC000-0xFFFF) that we assign like firmware
+ * would and that follow the guest when it moves them, a capability list and
+ * optionally a legacy INTx line. Port 0xCF9 bit 2 resets the VM. */
 #ifndef VIO_VMM_PCI_H
 #define VIO_VMM_PCI_H
 
@@ -36,6 +37,19 @@
 #define PCI_COMMAND_INTX_DISABLE 0x400
 #define PCI_STATUS_CAP_LIST 0x10
 
+/* Legacy INTx routing, the same in the ACPI _PRT (acpi.c): pin INTA..INTD
+ * (@pin 0..3) of @slot reaches IOAPIC input 16 + ((slot + pin) mod 8), the
+ * usual swizzle, so neighbouring slots spread over the eight PCI inputs. */
+#define VIO_PCI_INTX_GSI_BASE 16u
+static inline unsigned vio_pci_intx_gsi(unsigned slot, unsigned pin)
+{
+    return VIO_PCI_INTX_GSI_BASE + ((slot + pin) & 7u);
+}
+
+/* Port I/O window for I/O BARs (inside the host bridge's _CRS). */
+#define VIO_PCI_IO_START 0xc000u
+#define VIO_PCI_IO_END   0x10000u
+
 struct vio_pci;
 struct vio_pci_dev;
 
@@ -49,6 +63,7 @@ struct vio_pci_dev_ops {
 struct vio_pci_bar {
     uint64_t size; /* a power of two; 0: unused */
     uint64_t addr;
+    bool io;       /* an I/O BAR (port space) rather than memory */
     bool mapped;
     const struct vio_io_ops *ops;
     void *opaque;
@@ -65,6 +80,9 @@ struct vio_pci_dev {
     struct vio_pci_bar bars[VIO_PCI_NBARS];
     const struct vio_pci_dev_ops *ops;
     void *opaque;
+    /* INTx state, under the bus's intx_lock. */
+    bool intx_level;    /* what the device asks for */
+    bool intx_disabled; /* COMMAND.INTX_DISABLE as last written */
 };
 
 struct vio_pci {
@@ -72,7 +90,12 @@ struct vio_pci {
     pthread_mutex_t lock; /* config address register and config spaces */
     uint32_t addr_reg;
     uint64_t mmio_next;
+    uint32_t io_next;
     struct vio_pci_dev *devs[VIO_PCI_SLOTS];
+    /* Devices asserting each PCI IOAPIC input (bit = slot): a shared
+     * level-triggered line stays high while any of them asserts it. */
+    pthread_mutex_t intx_lock;
+    uint32_t intx_asserted[8];
     struct vio_pci_dev host;
 };
 
@@ -90,6 +113,17 @@ int vio_pci_dev_init(struct vio_pci *pci, struct vio_pci_dev *d, const char *nam
  * in the MMIO window and mapped. Returns 0 or -errno. */
 int vio_pci_dev_add_bar(struct vio_pci_dev *d, unsigned bar, uint64_t size,
                         const struct vio_io_ops *ops, void *opaque);
+/* Add an I/O BAR of @size bytes (4..256, a power of two) served by @ops,
+ * assigned ports in the I/O window and decoded. Returns 0 or -errno. */
+int vio_pci_dev_add_io_bar(struct vio_pci_dev *d, unsigned bar, uint32_t size,
+                           const struct vio_io_ops *ops, void *opaque);
+/* Give @d interrupt pin INTA (config 0x3d), routed as vio_pci_intx_gsi()
+ * says; the interrupt line byte (0x3c) starts with that GSI. */
+void vio_pci_dev_enable_intx(struct vio_pci_dev *d);
+/* Assert (true) or release @d's INTA. The IOAPIC input is the OR of every
+ * device on it, masked by each one's COMMAND.INTX_DISABLE. Any thread;
+ * returns 0 or -errno from KVM. */
+int vio_pci_dev_set_intx(struct vio_pci_dev *d, bool level);
 /* Append capability @data (@len bytes, first byte its ID) to the list.
  * Returns its config offset, or 0 if the space is full. The caller sets
  * write-mask bits for fields the guest may write. */

@@ -83,6 +83,32 @@ def test_bad_command_lines_and_images():
         expect_refusal(args, words)
 
 
+def test_bad_net_specs():
+    """--net and --uplink specs that cannot work end vio run with status 2
+    and a message naming the spec, before the VM starts."""
+    k = str(build_guest().vmlinuz)
+    m = "mac=52:54:00:00:00:01"
+    cases = [
+        (["--net", "model=e1000"], ["mac=XX:XX:XX:XX:XX:XX is required"]),
+        (["--net", "mac=52:54:00:00:01"], ["mac=XX:XX:XX:XX:XX:XX is required"]),
+        (["--net", "mac=01:00:5e:00:00:01"], ["not a unicast address"]),
+        (["--net", m + ",model=rtl8139"], ["model=rtl8139", "virtio or e1000"]),
+        (["--net", m + ",model=e1000,queues=2"], ["queues=2", "one queue pair"]),
+        (["--net", m + ",queues=17"], ["queues=17"]),
+        (["--net", m + ",vlan=4095"], ["vlan=4095"]),
+        (["--net", m + ",colour=red"], ["unknown option 'colour'"]),
+        (["--net", m, "--net", "mac=52:54:00:00:00:02,id=net0"], ["id=net0 is used twice"]),
+        (["--net", m, "--net", m + ",model=e1000"], ["already net0's"]),
+        (["--net", m + ",id=d", "--blk", "path=/x,id=d"], ["id=d is used twice"]),
+        (["--uplink", "type=bogus,id=u"], ["unknown type 'bogus'"]),
+        (["--uplink", "type=vxlan,id=u,vni=1"], ["missing local"]),
+    ]
+    for args, words in cases:
+        code, out, err = run_vio(["--kernel", k] + args)
+        assert code == 2, "vio run %s exited %d:\n%s" % (" ".join(args), code, err)
+        expect_refusal(["--kernel", k] + args, words)
+
+
 def test_missing_dev_kvm():
     """With /dev/kvm hidden (a private mount namespace with an empty /dev),
     vio run says what is missing and what to do."""
