@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "bench/bench.h"
 #include "serve/serve.h"
 
 static void usage(FILE *f)
@@ -12,6 +13,7 @@ static void usage(FILE *f)
                "  run     boot a Linux guest under KVM (vio run --help)\n"
                "  serve   serve virtio devices over vhost-user (vio serve --help)\n"
                "  ctl     talk to a running vio over its control socket (vio ctl --help)\n"
+               "  bench   drive a vhost-user device from this process and measure it\n"
                "  version print the version\n");
 }
 
@@ -27,6 +29,8 @@ int main(int argc, char **argv)
         return vio_run_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "ctl") == 0)
         return vio_ctl_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "bench") == 0)
+        return vio_bench_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "version") == 0 || strcmp(argv[1], "--version") == 0) {
         printf("vio %s\n", VIO_VERSION);
         return 0;
