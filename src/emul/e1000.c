@@ -886,7 +886,9 @@ static int rx_deliver(struct vio_net_port *port, const struct vio_pkt *pkt)
     pthread_mutex_lock(&e->lock);
     rctl = R(e, E1K_RCTL);
     if (!(rctl & E1K_RCTL_EN)) {
-        ret = -ENETDOWN;
+        /* Receiver off: like a virtio driver that posted no buffers yet,
+         * so both models count it as rx_drop_full. */
+        ret = -ENOBUFS;
         goto out;
     }
     if (pkt->len < VIO_ETH_HLEN || pkt->len > RX_MAX_FRAME) {
