@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/util.h"
 
 uint64_t vio_eventfd_drain(int fd)
 {
@@ -154,13 +155,19 @@ int vio_loop_run_once(struct vio_loop *l, int timeout_ms)
 
 int vio_loop_run(struct vio_loop *l)
 {
+    uint64_t last_event = 0;
+
     l->thread = pthread_self();
     l->thread_set = true;
     while (!__atomic_load_n(&l->stop, __ATOMIC_ACQUIRE)) {
-        int n = vio_loop_run_once(l, -1);
+        uint64_t poll_ns = __atomic_load_n(&l->poll_ns, __ATOMIC_RELAXED);
+        bool polling = poll_ns && vio_now_ns() - last_event < poll_ns;
+        int n = vio_loop_run_once(l, polling ? 0 : -1);
 
         if (n < 0)
             return n;
+        if (n > 0 && poll_ns)
+            last_event = vio_now_ns();
     }
     /* Calls queued while stopping still get run so no caller waits forever. */
     run_calls(l);

@@ -102,3 +102,9 @@ struct vio_loop *vio_workers_next(struct vio_workers *w)
     w->next = (w->next + 1) % w->n;
     return l;
 }
+
+void vio_workers_set_poll(struct vio_workers *w, uint64_t ns)
+{
+    for (unsigned i = 0; i < w->n; i++)
+        __atomic_store_n(&w->loops[i].poll_ns, ns, __ATOMIC_RELAXED);
+}

@@ -5,6 +5,7 @@
 #define VIO_CORE_WORKERS_H
 
 #include <pthread.h>
+#include <stdint.h>
 
 #include "core/loop.h"
 
@@ -21,6 +22,9 @@ struct vio_workers {
 int vio_workers_start(struct vio_workers *w, unsigned n, const char *prefix);
 /* Stop and join every worker; their loops must have nothing left to do. */
 void vio_workers_stop(struct vio_workers *w);
+/* Make every worker busy-poll for @ns after its last event (0: sleep at
+ * once); see struct vio_loop's poll_ns. */
+void vio_workers_set_poll(struct vio_workers *w, uint64_t ns);
 /* The next worker loop in round-robin order. */
 struct vio_loop *vio_workers_next(struct vio_workers *w);
 

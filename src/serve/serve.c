@@ -77,6 +77,9 @@ static void usage(FILE *f)
             "  --ctl PATH       JSON-RPC control socket (see `vio ctl`)\n"
             "  --workers N      worker threads for queues (default: one per CPU,\n"
             "                   at most one per queue)\n"
+            "  --poll-us N      busy-poll queues and completions for N microseconds\n"
+            "                   after the last event before sleeping (default 0):\n"
+            "                   lower latency for CPU time\n"
             "  --log-level L    error, warn, info (default) or debug\n"
             "  -h, --help       this text\n");
 }
@@ -522,13 +525,14 @@ int vio_serve_main(int argc, char **argv)
         {"blk", required_argument, NULL, 'b'},   {"ctl", required_argument, NULL, 'c'},
         {"net", required_argument, NULL, 'n'},   {"uplink", required_argument, NULL, 'u'},
         {"workers", required_argument, NULL, 'w'}, {"log-level", required_argument, NULL, 'l'},
-        {"help", no_argument, NULL, 'h'},        {NULL, 0, NULL, 0},
+        {"poll-us", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
     };
     const char *blk_specs[SERVE_MAX_DEVICES], *net_specs[SERVE_MAX_DEVICES];
     const char *uplink_specs[SERVE_MAX_UPLINKS];
     char sockets[SERVE_MAX_DEVICES][108];
     unsigned nblk = 0, nnet = 0, nuplink = 0, total_queues = 0;
-    uint64_t workers = 0;
+    uint64_t workers = 0, poll_us = 0;
     const char *ctl = NULL;
     struct serve s;
     sigset_t sigs;
@@ -567,6 +571,12 @@ int vio_serve_main(int argc, char **argv)
             if (vio_parse_size(optarg, &workers) < 0 || workers < 1 ||
                 workers > SERVE_MAX_WORKERS) {
                 vio_err("--workers %s: expected 1..%d", optarg, SERVE_MAX_WORKERS);
+                return 2;
+            }
+            break;
+        case 'p':
+            if (vio_parse_size(optarg, &poll_us) < 0 || poll_us > 1000000) {
+                vio_err("--poll-us %s: expected 0..1000000", optarg);
                 return 2;
             }
             break;
@@ -632,6 +642,7 @@ int vio_serve_main(int argc, char **argv)
             vio_err("cannot start the switch thread: %s", strerror(-ret));
             goto fail;
         }
+        vio_workers_set_poll(&s.switch_thread, poll_us * 1000);
         ret = vio_switch_create(&s.switch_thread.loops[0], "switch0", &s.sw);
         if (ret < 0) {
             vio_err("cannot create the switch: %s", strerror(-ret));
@@ -683,6 +694,7 @@ int vio_serve_main(int argc, char **argv)
         vio_err("cannot start worker threads: %s", strerror(-ret));
         goto fail;
     }
+    vio_workers_set_poll(&s.workers, poll_us * 1000);
     for (unsigned i = 0; i < s.ndevs; i++) {
         struct vio_dev *dev = s.devs[i].dev;
 

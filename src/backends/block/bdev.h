@@ -56,9 +56,11 @@ struct vio_bdev_ops {
                       const struct vio_bq_cb *cb, void *opaque, struct vio_bq **out);
     /* Worker thread; nothing may be in flight. */
     void (*queue_close)(struct vio_bq *q);
-    /* Queue @bio. Returns 0 (done() will be called) or -errno (it won't). */
+    /* Queue @bio. Returns 0 (done() will be called) or -errno (it won't).
+     * Always follow a batch of submits with kick(). */
     int (*submit)(struct vio_bq *q, struct vio_bio *bio);
-    /* Hand everything queued to the kernel/server in one go. */
+    /* Hand everything queued to the kernel/server in one go. May complete
+     * requests (done(), batch_done()) before it returns. */
     void (*kick)(struct vio_bq *q);
     /* Backend-specific JSON (type, path, counters). */
     json_t *(*info)(struct vio_bdev *b);
