@@ -759,6 +759,15 @@ out:
     return result;
 }
 
+static void kvm_error(void)
+{
+    vio_err("cannot use /dev/kvm: %s", access("/dev/kvm", F_OK) < 0
+                                           ? "it does not exist (load kvm-intel or kvm-amd, "
+                                             "or enable nested virtualization)"
+                                           : "open or probe failed (run as root or join "
+                                             "the kvm group)");
+}
+
 int vio_run_main(int argc, char **argv)
 {
     struct run_opts o;
@@ -772,7 +781,7 @@ int vio_run_main(int argc, char **argv)
     if (o.probe_only) {
         ret = vio_kvm_probe(&g.speed);
         if (ret < 0) {
-            vio_err("cannot use /dev/kvm: %s", strerror(-ret));
+            kvm_error();
             return 1;
         }
         printf("kvm %s %.1f ns-per-iteration%s\n", g.speed.slow ? "slow" : "native",
@@ -785,20 +794,19 @@ int vio_run_main(int argc, char **argv)
         vio_err("--initrd %s: %s", o.initrd, strerror(errno));
         return 2;
     }
-    if (vio_kvm_probe(&g.speed) < 0) {
-        vio_err("cannot use /dev/kvm: %s", access("/dev/kvm", F_OK) < 0
-                                               ? "it does not exist (load kvm-intel or kvm-amd, "
-                                                 "or enable nested virtualization)"
-                                               : "open or probe failed (run as root or join "
-                                                 "the kvm group)");
-        return 1;
-    }
-    g.speed_known = true;
+    if (vio_vm_check_mem(o.mem) < 0)
+        return 2;
     /* The switch and its uplinks before anything boots: a bad --uplink
-     * spec is a command-line error. */
+     * spec is a command-line error, whether or not KVM works. */
     ret = vio_run_net_start(&o.net, &g.net);
     if (ret < 0)
         return ret == -EINVAL ? 2 : 1;
+    if (vio_kvm_probe(&g.speed) < 0) {
+        kvm_error();
+        vio_run_net_stop(g.net);
+        return 1;
+    }
+    g.speed_known = true;
     if (g.speed.slow)
         vio_warn("KVM runs guest kernel code at %.0f ns per loop iteration here; hardware "
                  "virtualization takes about 1 ns. %s Guest speed measured on this host is that "

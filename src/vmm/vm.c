@@ -110,26 +110,35 @@ static int map_ram(struct vio_vm *vm, uint64_t size)
     return 0;
 }
 
+int vio_vm_check_mem(uint64_t mem_size)
+{
+    uint64_t host = vio_vm_host_mem();
+
+    if (mem_size < (64ull << 20) || (mem_size & ((2ull << 20) - 1))) {
+        vio_err("--mem %llu MiB: give at least 64M, in whole 2 MiB steps",
+                (unsigned long long)(mem_size >> 20));
+        return -EINVAL;
+    }
+    if (host && mem_size > host) {
+        vio_err("--mem %llu MiB is more than this host's %llu MiB of RAM",
+                (unsigned long long)(mem_size >> 20), (unsigned long long)(host >> 20));
+        return -ENOMEM;
+    }
+    return 0;
+}
+
 int vio_vm_create(const struct vio_vm_opts *o, struct vio_vm *vm)
 {
     struct kvm_pit_config pit = {.flags = KVM_PIT_SPEAKER_DUMMY};
-    uint64_t host = vio_vm_host_mem();
     int ret, max_cpus;
 
     memset(vm, 0, sizeof(*vm));
     vm->kvm_fd = vm->vm_fd = vm->mem_fd = vm->exit_fd = -1;
     vio_bus_init(&vm->pio, "pio");
     vio_bus_init(&vm->mmio, "mmio");
-    if (o->mem_size < (64ull << 20) || (o->mem_size & ((2ull << 20) - 1))) {
-        vio_err("--mem %llu MiB: give at least 64M, in whole 2 MiB steps",
-                (unsigned long long)(o->mem_size >> 20));
-        return -EINVAL;
-    }
-    if (host && o->mem_size > host) {
-        vio_err("--mem %llu MiB is more than this host's %llu MiB of RAM",
-                (unsigned long long)(o->mem_size >> 20), (unsigned long long)(host >> 20));
-        return -ENOMEM;
-    }
+    ret = vio_vm_check_mem(o->mem_size);
+    if (ret < 0)
+        return ret;
     vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
     if (vm->kvm_fd < 0) {
         ret = -errno;

@@ -82,6 +82,9 @@ struct vio_vm_opts {
 /* Open /dev/kvm, check the API and the capabilities we rely on, create the
  * VM with in-kernel irqchip and PIT, and map guest RAM. No vCPU exists yet.
  * Returns 0 or -errno with a logged message saying what to do. */
+/* Check a RAM size before anything is created (at least 64 MiB, whole
+ * 2 MiB steps, not above the host's RAM); logs why not. 0 or -errno. */
+int vio_vm_check_mem(uint64_t mem_size);
 int vio_vm_create(const struct vio_vm_opts *o, struct vio_vm *vm);
 
 /* Create the vCPUs (not started). Returns 0 or -errno. */
