@@ -14,6 +14,11 @@ PKGS=(
     python3 qemu-system-x86 qemu-system-data qemu-system-common qemu-utils
     busybox-static cpio kmod iproute2
 )
+# `deps.sh bench`: also what the bench/ scripts compare against and plot with
+# (fio for host-native I/O, DPDK's testpmd, gnuplot).
+if [ "${1:-}" = bench ]; then
+    PKGS+=(fio gnuplot-nox dpdk dpdk-dev)
+fi
 
 missing=()
 for p in "${PKGS[@]}"; do
