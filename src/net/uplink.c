@@ -12,12 +12,14 @@
 #include "core/loop.h"
 #include "net/slirp.h"
 #include "net/tap.h"
+#include "net/vuser_uplink.h"
 #include "net/vxlan.h"
 
 static const struct vio_uplink_ops *const types[] = {
     &vio_slirp_uplink_ops,
     &vio_vxlan_uplink_ops,
     &vio_tap_uplink_ops,
+    &vio_vuser_uplink_ops,
 };
 
 int vio_uplink_parse_uint(const char *s, unsigned long max, unsigned long *out)
@@ -125,7 +127,7 @@ static int parse_common(struct vio_opts *o, const char *spec, struct vio_uplink_
             *ops = types[i];
     }
     if (!*ops) {
-        vio_err("uplink '%s': unknown type '%s' (expected slirp, vxlan or tap)", spec, type);
+        vio_err("uplink '%s': unknown type '%s' (expected slirp, vxlan, tap or vhost-user)", spec, type);
         return -EINVAL;
     }
     a->spec = spec;

@@ -1,14 +1,16 @@
 /* Uplinks: switch ports that lead out of the virtual network (user-mode NAT
- * through libslirp, a VXLAN tunnel, a host TAP interface), all created from
- * one "type=...,id=...,key=value" spec. Each type lives in its own file
- * (slirp.c, vxlan.c, tap.c) behind struct vio_uplink_ops; this header is
+ * through libslirp, a VXLAN tunnel, a host TAP interface, a port of another
+ * switch over vhost-user), all created from one "type=...,id=...,key=value"
+ * spec. Each type lives in its own file (slirp.c, vxlan.c, tap.c,
+ * vuser_uplink.c) behind struct vio_uplink_ops; this header is
  * the public entry point and, below it, what those files share.
  *
  * Spec keys common to every type:
- *   type=slirp|vxlan|tap   which uplink
+ *   type=slirp|vxlan|tap|vhost-user   which uplink
  *   id=NAME                the switch port id (1..31 characters)
  *   vlan=N                 VLAN of the port, 0 (untagged, default) .. 4094
- * Type-specific keys are documented in slirp.h, vxlan.h and tap.h. */
+ * Type-specific keys are documented in slirp.h, vxlan.h, tap.h and
+ * vuser_uplink.h. */
 #ifndef VIO_NET_UPLINK_H
 #define VIO_NET_UPLINK_H
 

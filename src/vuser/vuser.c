@@ -205,6 +205,11 @@ unsigned vio_vuser_backend_queues(const struct vio_vuser *d)
     return vio_vu_front_num_queues(d->front);
 }
 
+int vio_vuser_fd(const struct vio_vuser *d)
+{
+    return vio_vu_front_fd(d->front);
+}
+
 int vio_vuser_get_config(struct vio_vuser *d, uint32_t off, void *buf, uint32_t len)
 {
     return vio_vu_front_get_config(d->front, off, buf, len);

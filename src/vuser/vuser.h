@@ -83,6 +83,10 @@ uint64_t vio_vuser_offered(const struct vio_vuser *d);
 /* Queues the back-end has (GET_QUEUE_NUM, or 1). */
 unsigned vio_vuser_backend_queues(const struct vio_vuser *d);
 
+/* The vhost-user connection's socket, to watch for the back-end going away
+ * (see vio_vu_front_fd): readable outside a request means it closed. */
+int vio_vuser_fd(const struct vio_vuser *d);
+
 /* Read the device's config space (needs the CONFIG protocol feature). */
 int vio_vuser_get_config(struct vio_vuser *d, uint32_t off, void *buf, uint32_t len);
 

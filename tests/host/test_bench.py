@@ -19,6 +19,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
@@ -245,3 +246,79 @@ def test_net_forged_source_mac_is_dropped():
         p = net_ports(vs)
         assert p["p1"]["tx_drop_spoof"] >= r["tx_packets"], p
         assert p["p2"]["rx_packets"] == 0, p
+
+
+def test_vhost_user_uplink_joins_two_switches():
+    """A second vio serve reaches the first one's port p1 through a
+    vhost-user uplink (it is p1's virtio driver). Frames cross both ways,
+    whole (TSO too), and the first switch still enforces p1's MAC on them."""
+    wd = workdir("vu_uplink")
+    p1, p2, q = wd / "p1.sock", wd / "p2.sock", wd / "q.sock"
+    MAC3 = "52:54:00:00:00:03"
+    with vioproc.VioServe(["--net", "id=p1,socket=%s,mac=%s" % (p1, MAC1),
+                           "--net", "id=p2,socket=%s,mac=%s" % (p2, MAC2)],
+                          workdir=wd / "a") as a:
+        a.wait_socket(str(p2))
+        with vioproc.VioServe(["--net", "id=q,socket=%s,mac=%s" % (q, MAC1),
+                               "--net", "id=q3,socket=%s/q3.sock,mac=%s" % (wd, MAC3),
+                               "--uplink", "type=vhost-user,id=up,socket=%s" % p1],
+                              workdir=wd / "b") as b:
+            b.wait_socket(str(q))
+            up = net_ports(b)["up"]
+            assert up["kind"] == "vhost-user" and up["peer_gone"] is False, up
+            # b's port q -> b's switch -> uplink -> a's p1 -> a's switch -> p2
+            for extra in ([], ["--size", 65549, "--tso"]):
+                r, _ = bench_json("net", "--tx", q, "--tx-mac", MAC1, "--rx", p2,
+                                  "--rx-mac", MAC2, "--duration", "0.5", "--ramp", "0.2",
+                                  *extra)
+                assert r["rx_packets"] > 0 and r["rx_bad"] == 0, r
+            # and back: a's p2 -> p1 -> uplink -> b's switch -> q
+            r, _ = bench_json("net", "--tx", p2, "--tx-mac", MAC2, "--rx", q, "--rx-mac", MAC1,
+                              "--duration", "0.5", "--ramp", "0.2")
+            assert r["rx_packets"] > 0 and r["rx_bad"] == 0, r
+            pa, pb = net_ports(a), net_ports(b)
+            assert pa["p1"]["tx_packets"] > 0 and pa["p1"]["rx_packets"] > 0, pa
+            assert pb["up"]["tx_packets"] > 0 and pb["up"]["rx_packets"] > 0, pb
+            assert pb["up"]["rx_bad"] == 0, pb
+            assert pa["p1"]["tx_drop_spoof"] == 0, pa
+            # A port of b with another MAC sends through the uplink, but a's
+            # switch only lets p1's MAC out of p1.
+            r, _ = bench_json("net", "--tx", "%s/q3.sock" % wd, "--tx-mac", MAC3, "--rx", p2,
+                              "--rx-mac", MAC2, "--duration", "0.3", "--ramp", "0.1",
+                              expect_rc=1)
+            assert r["tx_packets"] > 0 and r["rx_packets"] == 0, r
+            assert net_ports(a)["p1"]["tx_drop_spoof"] > 0, net_ports(a)
+        # b stopped: a's p1 is free again; a stops cleanly.
+    # The peer going away is noticed and reported, not fatal.
+    with vioproc.VioServe(["--net", "id=p1,socket=%s,mac=%s" % (p1, MAC1)],
+                          workdir=wd / "c") as c:
+        c.wait_socket(str(p1))
+        b = vioproc.VioServe(["--net", "id=q,socket=%s,mac=%s" % (q, MAC1),
+                              "--uplink", "type=vhost-user,id=up,socket=%s" % p1],
+                             workdir=wd / "d").start()
+        try:
+            b.wait_socket(str(q))
+            c.stop()
+            deadline = time.time() + 10
+            while not net_ports(b)["up"]["peer_gone"] and time.time() < deadline:
+                time.sleep(0.1)
+            assert net_ports(b)["up"]["peer_gone"] is True, net_ports(b)
+            assert "closed the connection; the uplink is down" in b.log(), b.tail()
+        finally:
+            b.stop()
+
+
+def test_vhost_user_uplink_bad_specs():
+    wd = workdir("vu_uplink_bad")
+    cases = [
+        ("type=vhost-user,id=up", "needs socket=PATH"),
+        ("type=vhost-user,id=up,socket=%s/nobody.sock" % wd, "nobody.sock"),
+        ("type=vhost-user,id=up,socket=/x,queue-size=100", "power of two"),
+        ("type=vhost-user,id=up,socket=/x,colour=red", "colour"),
+    ]
+    for spec, msg in cases:
+        p = subprocess.run([vioproc.vio_bin(), "serve", "--uplink", spec],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        out = p.stdout.decode(errors="replace")
+        assert p.returncode != 0 and msg in out, (spec, p.returncode, out)
+        assert "AddressSanitizer" not in out and "runtime error" not in out, out
