@@ -48,10 +48,26 @@ def machine():
                                             platform.release())
 
 
+def pinning():
+    """(driver CPUs, back-end CPUs) for taskset, or (None, None) on a host
+    with one CPU. Every back-end gets the same CPU of its own (the last
+    one), and the driver the others, so no system wins or loses by where
+    the scheduler happened to put its threads."""
+    n = os.cpu_count() or 1
+    if n < 2 or not shutil.which("taskset"):
+        return None, None
+    return "0-%d" % (n - 2) if n > 2 else "0", str(n - 1)
+
+
+def pinned(args, cpus):
+    return (["taskset", "-c", cpus] + list(args)) if cpus else list(args)
+
+
 class Proc:
     """A back-end process with its output in a log file; waits for @sockets."""
 
-    def __init__(self, name, args, sockets, workdir, stdin_pipe=False):
+    def __init__(self, name, args, sockets, workdir, stdin_pipe=False, cpus=None):
+        args = pinned(args, cpus)
         self.name = name
         self.log_path = Path(workdir) / (name + ".log")
         self._log = open(self.log_path, "wb")
@@ -90,9 +106,9 @@ class Proc:
         self._log.close()
 
 
-def vio_bench(vio, args, timeout=300):
+def vio_bench(vio, args, timeout=300, cpus=None):
     """Run `vio bench ARGS --json`; returns the result dict (exits on failure)."""
-    p = subprocess.run([vio, "bench"] + [str(a) for a in args] + ["--json"],
+    p = subprocess.run(pinned([vio, "bench"] + [str(a) for a in args] + ["--json"], cpus),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     out = p.stdout.decode(errors="replace")
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
