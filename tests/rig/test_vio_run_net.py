@@ -138,3 +138,78 @@ def test_e1000_and_virtio_guests_over_vxlan():
     assert int(kv["vx_e_tx"]) > 1000 and int(kv["vx_v_tx"]) > 1000, kv
     assert kv["e_exit"] == "0" and kv["v_exit"] == "0", "%s\n%s" % (kv, logs)
     assert kv["e_logged_bad"] == "0", logs
+
+
+# The same two guests, now on ONE switch: vio serve's, in L1. Each vio run
+# joins a port of it through a vhost-user uplink (vio run is that port's
+# virtio driver), so vio serve enforces each VM's MAC on what it sends.
+SCRIPT_SERVE = """
+vio serve --net id=pe,socket=/tmp/pe.sock,mac=%(mac_e)s \\
+          --net id=pv,socket=/tmp/pv.sock,mac=%(mac_v)s --ctl /tmp/serve.sock \\
+          > /tmp/serve.log 2>&1 &
+serve_pid=$!
+i=0; while [ ! -S /tmp/serve.sock ] && [ $i -lt 100 ]; do usleep 100000; i=$((i+1)); done
+[ -S /tmp/serve.sock ] || fail "vio serve did not start: $(cat /tmp/serve.log)"
+up() { echo "type=vhost-user,id=up,socket=/tmp/$1.sock"; }
+run_l2 e %(run)s --cpus 2 --initrd /rig/l2/e.initrd --ctl /tmp/e.sock \\
+    --net mac=%(mac_e)s,model=e1000,id=nic0 --uplink "$(up pe)"
+run_l2 v %(run)s --initrd /rig/l2/v.initrd --ctl /tmp/v.sock \\
+    --net mac=%(mac_v)s,model=virtio,id=nic0 --uplink "$(up pv)"
+i=0; while ! grep -q 'xfer_done=1' /tmp/e.log 2>/dev/null && [ $i -lt 3000 ]; do
+    if ! l2_running e || ! l2_running v; then break; fi
+    usleep 100000; i=$((i+1)); done
+vio ctl -s /tmp/e.sock net.ports > /tmp/e-ports.json 2>&1
+vio ctl -s /tmp/serve.sock net.ports > /tmp/serve-ports.json 2>&1
+num() { grep -o "\\"$2\\": [0-9]*" "$1" | head -1 | awk '{print $2}'; }
+for k in tx_frames tx_tso rx_frames tx_bad_ring tx_bad_desc tx_bad_ctx tx_too_big \\
+         rx_bad_ring rx_bad_desc; do
+    kv "e1000_$k" "$(num /tmp/e-ports.json $k)"
+done
+port() { grep -A16 "\\"id\\": \\"$1\\"" /tmp/serve-ports.json | grep -o "\\"$2\\": [0-9]*" \\
+         | head -1 | awk '{print $2}'; }
+for p in pe pv; do for k in tx_packets rx_packets tx_bytes rx_bytes tx_drop_spoof tx_drop_bad; do
+    kv "serve_${p}_$k" "$(port $p $k)"; done; done
+kv e_up_rx_bad "$(grep -A20 '"kind": "vhost-user"' /tmp/e-ports.json | grep -o '"rx_bad": [0-9]*' | awk '{print $2}')"
+wait_l2_verdict v 300
+wait_l2_verdict e 120
+wait_l2_exit e 30
+kv e_exit $?
+wait_l2_exit v 30
+kv v_exit $?
+kill $serve_pid; wait $serve_pid
+kv serve_exit $?
+kv serve_logged_bad "$(grep -c 'error\\|warn' /tmp/serve.log)"
+pass
+""" % {"run": RUN, "mac_e": MAC_E, "mac_v": MAC_V}
+
+
+def test_e1000_and_virtio_guests_on_one_vio_serve_switch():
+    with Rig(SCRIPT_SERVE, l2_tests={"e": L2_E, "v": L2_V}, name="rig-net-serve") as rig:
+        r = rig.wait(600)
+    logs = "\n".join("--- L2 %s ---\n%s" % (k, "\n".join(
+        ln for ln in v.splitlines() if "unclaimed" not in ln)[-4000:])
+        for k, v in r.l2_logs.items())
+    assert r.passed, "rig failed: %s\n%s\n%s" % (r.reason, r.log[-3000:], logs)
+    kv = r.kv
+    assert kv["e.driver"] == "e1000" and kv["v.driver"] == "virtio_net", kv
+    assert kv["e.ping_ok"] == "5", kv
+    assert kv["e.down_bytes"] == str(2 << 20), kv
+    assert kv["e.down_md5"] == kv["v.served_md5"], kv
+    assert kv["v.up_bytes"] == str(2 << 20), kv
+    assert kv["v.up_md5"] == kv["e.sent_md5"], kv
+    assert int(kv["e1000_tx_tso"]) > 0, kv
+    for k in ("tx_bad_ring", "tx_bad_desc", "tx_bad_ctx", "tx_too_big", "rx_bad_ring",
+              "rx_bad_desc"):
+        assert kv["e1000_" + k] == "0", (k, kv)
+    # Everything crossed vio serve's switch, from the right MACs: 2 MiB each
+    # way (the virtio guest's as TSO super-frames, so fewer packets).
+    for p in ("pe", "pv"):
+        assert int(kv["serve_%s_tx_packets" % p]) > 100, kv
+        assert int(kv["serve_%s_rx_packets" % p]) > 100, kv
+        assert int(kv["serve_%s_tx_bytes" % p]) > 2 << 20, kv
+        assert int(kv["serve_%s_rx_bytes" % p]) > 2 << 20, kv
+        assert kv["serve_%s_tx_drop_spoof" % p] == "0", kv
+        assert kv["serve_%s_tx_drop_bad" % p] == "0", kv
+    assert kv["e_up_rx_bad"] == "0", kv
+    assert kv["e_exit"] == "0" and kv["v_exit"] == "0", "%s\n%s" % (kv, logs)
+    assert kv["serve_exit"] == "0", kv
