@@ -32,7 +32,7 @@ struct vio_scsi_disk {
     uint64_t naa;
     uint32_t bs;
     uint64_t nblocks;
-    _Atomic bool stopped;
+    bool stopped; /* START STOP UNIT; __atomic builtins */
     struct vio_scsi_disk_stats st;
 };
 
