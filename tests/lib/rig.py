@@ -429,13 +429,25 @@ class Rig(Guest):
         host: no output from L1 or its L2s for 20 s, then the RCU stall
         report), not something the test did: L1 is killed
         and, up to `restarts` times, booted afresh to run the whole test
-        again (said on stdout, listed in RigResult.wedges).  When no restart
+        again (said on stdout, listed in RigResult.wedges).  An L1 that
+        powers off without any verdict (its init always prints one) reset
+        under TCG and is treated the same.  When no restart
         is left the result fails with reason "L1 hung (...)".  Only for tests
         that just wait(): a restart replays the L1 script from the start.
         """
         while True:
             self._poll_until(lambda: self.exit_code is not None or (fail_on_hang and self._hang),
                              timeout, "the L1 machine to power off", allow_exit=True)
+            if (fail_on_hang and self.exit_code is not None and not self._verdicts
+                    and len(self.wedges) < restarts):
+                # L1 went away without a word: its init always prints a
+                # verdict (a FAIL for a script that gave none) before it
+                # powers off, so this was a reset, seen once under nested
+                # TCG (QEMU exits 0 with -no-reboot). Same treatment as a
+                # wedge: boot L1 again and replay the test.
+                self._hang = "L1 reset without a verdict (QEMU exit %s)" % self.exit_code
+                self._restart_after_wedge()
+                continue
             if not (self._hang and fail_on_hang and self.exit_code is None):
                 break
             if len(self.wedges) >= restarts:

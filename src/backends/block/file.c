@@ -211,11 +211,13 @@ static int file_queue_open(struct vio_bdev *b, struct vio_loop *loop, unsigned d
         ret = -errno;
         goto err_ring;
     }
-    /* Only completions that happen later (async: a disk, a page-cache miss)
-     * signal the eventfd; those the kernel finishes inside io_uring_enter
-     * (page-cache hits, tmpfs) are reaped by file_kick right away, which
-     * saves a trip through epoll per batch. */
-    ret = io_uring_register_eventfd_async(&q->ring, q->efd);
+    /* Every completion signals the eventfd. Those the kernel finishes
+     * inside io_uring_enter (page-cache hits, tmpfs) are also reaped by
+     * file_kick right away, so they reach the guest without a trip through
+     * epoll (the wake-up that follows finds nothing). Not the _async
+     * variant: it signals only for io-wq completions, and O_DIRECT I/O
+     * completes from interrupts, so it would never wake us. */
+    ret = io_uring_register_eventfd(&q->ring, q->efd);
     if (ret < 0)
         goto err_efd;
     ret = vio_loop_add(loop, &q->h, q->efd, EPOLLIN, completion_handler);
@@ -298,8 +300,9 @@ static void file_kick(struct vio_bq *bq)
             vio_err("%s: io_uring_submit: %s", q->f->path, strerror(-ret));
         q->queued = 0;
     }
-    /* Inline completions, also those of a submit in file_submit (SQ full)
-     * earlier in this batch: they signalled nothing. */
+    /* Completions the submits of this batch (here, or in file_submit when
+     * the SQ was full) finished inline: to the guest now, not after the
+     * next epoll round. */
     if (io_uring_cq_ready(&q->ring))
         reap(q);
 }
