@@ -438,6 +438,10 @@ class Rig(Guest):
         while True:
             self._poll_until(lambda: self.exit_code is not None or (fail_on_hang and self._hang),
                              timeout, "the L1 machine to power off", allow_exit=True)
+            if self.exit_code is not None:
+                # Everything QEMU wrote before it exited, verdicts included.
+                self._read_console()
+                self._flush_partial()
             if (fail_on_hang and self.exit_code is not None and not self._verdicts
                     and len(self.wedges) < restarts):
                 # L1 went away without a word: its init always prints a
