@@ -2,7 +2,8 @@
 """vio's whole test suite, run by `make test` (after the build).
 
 Stages, in order:
-  unit   every cmocka case of the unit-test binaries in build/asan (ASan+UBSan)
+  unit   every cmocka case of the unit-test binaries in build/asan (ASan+UBSan);
+         those that need /dev/kvm run inside a rig L1 when this host has none
   fuzz   each libFuzzer target in build/fuzz over its seed corpus plus a short
          random run
   host   end-to-end tests with host processes as peers (tests/host/test_*.py)
