@@ -48,6 +48,7 @@ import stat
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -158,6 +159,10 @@ class RigResult(GuestResult):
     l2_logs: Dict[str, str] = field(default_factory=dict)   # NAME -> L2 console text
     wedges: List[str] = field(default_factory=list)   # hang lines of L1 runs restarted
 
+
+# Seconds without any output from L1 or its L2s after which wait() takes L1
+# for wedged (a rig test prints at least every few seconds).
+RIG_SILENCE = float(os.environ.get("VIO_RIG_SILENCE", "180"))
 
 _RIG_KVM_RE = re.compile(r"VIO-RIG-KVM (ok|fail)\b ?(.*)")
 # L1 kernel messages that mean L1 is wedged (seen once with -cpu max, whose
@@ -419,8 +424,26 @@ class Rig(Guest):
               "booting L1 again" % (self.wedges[-1], n, self.workdir), flush=True)
         self.start()
 
+    def _silent(self, limit: float) -> bool:
+        """True (and _hang set) once neither L1's console nor the L2
+        stream has grown for @limit seconds."""
+        sizes = []
+        for path in (self.log_path, self.l2_stream_path):
+            try:
+                sizes.append(path.stat().st_size)
+            except OSError:
+                sizes.append(0)
+        now = time.monotonic()
+        if sizes != getattr(self, "_last_sizes", None):
+            self._last_sizes, self._last_activity = sizes, now
+            return False
+        if now - self._last_activity > limit:
+            self._hang = "no output from L1 or its L2s for %.0f s" % (now - self._last_activity)
+            return True
+        return False
+
     def wait(self, timeout: float = 300, fail_on_hang: bool = True,
-             restarts: int = 1) -> RigResult:
+             restarts: int = 1, silence: float = RIG_SILENCE) -> RigResult:
         """Wait for L1 to power off (after its test); returns a RigResult.
 
         With fail_on_hang, an L1 soft lockup or RCU stall ends the wait at
@@ -431,13 +454,17 @@ class Rig(Guest):
         and, up to `restarts` times, booted afresh to run the whole test
         again (said on stdout, listed in RigResult.wedges).  An L1 that
         powers off without any verdict (its init always prints one) reset
-        under TCG and is treated the same.  When no restart
+        under TCG and is treated the same, and so is an L1 from which nothing
+        (neither its console nor an L2's) has come for @silence seconds: the
+        wedge does not always get as far as the watchdog's report.  When no restart
         is left the result fails with reason "L1 hung (...)".  Only for tests
         that just wait(): a restart replays the L1 script from the start.
         """
         while True:
-            self._poll_until(lambda: self.exit_code is not None or (fail_on_hang and self._hang),
-                             timeout, "the L1 machine to power off", allow_exit=True)
+            self._last_sizes = None
+            self._poll_until(lambda: self.exit_code is not None or (fail_on_hang and (
+                self._hang or (silence > 0 and self._silent(silence)))),
+                timeout, "the L1 machine to power off", allow_exit=True)
             if self.exit_code is not None:
                 # Everything QEMU wrote before it exited, verdicts included.
                 self._read_console()

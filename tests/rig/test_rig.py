@@ -183,3 +183,15 @@ def test_hang_detection():
     assert len(r.wedges) == 1 and "soft lockup" in r.wedges[0], r.wedges
     assert "soft lockup" in kept and "soft lockup" in r.log, kept[-500:]
     assert r.duration < 60, r.duration
+
+
+def test_silence_detection():
+    """An L1 that goes silent (no console output, no L2 output) counts as
+    wedged after `silence` seconds: booted once more, then failed, long
+    before the timeout."""
+    with Rig('echo "about to go quiet"\nsleep 1000\n', vio=False, kvm=False,
+             name="rig-silent") as rig:
+        r = rig.wait(300, silence=8)
+    assert not r.passed and r.reason.startswith("L1 hung (no output"), r.reason
+    assert len(r.wedges) == 1 and "no output" in r.wedges[0], r.wedges
+    assert r.duration < 120, r.duration
