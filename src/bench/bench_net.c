@@ -20,28 +20,15 @@
 #include "core/util.h"
 #include "net/net.h"
 #include "net/offload.h"
+#include "net/virtio_net.h"
 #include "vuser/vuser.h"
 
-#define NET_F_CSUM       0
-#define NET_F_GUEST_CSUM 1
-#define NET_F_GUEST_TSO4 7
-#define NET_F_HOST_TSO4  11
-#define NET_F_MRG_RXBUF  15
 
-#define HDR_LEN   12 /* struct virtio_net_hdr with num_buffers (VERSION_1) */
+#define HDR_LEN   ((uint32_t)sizeof(struct vio_virtio_net_hdr))
 #define RXQ       0
 #define TXQ       1
 #define TSO_MSS   1448
 
-struct net_hdr {
-    uint8_t flags;
-    uint8_t gso_type;
-    uint16_t hdr_len;
-    uint16_t gso_size;
-    uint16_t csum_start;
-    uint16_t csum_offset;
-    uint16_t num_buffers;
-};
 
 struct net_cfg {
     const char *tx_sock, *rx_sock;
@@ -85,7 +72,7 @@ static void idle(struct side *s)
 
 static void build_frame(const struct net_cfg *c, uint8_t *buf)
 {
-    struct net_hdr *h = (struct net_hdr *)buf;
+    struct vio_virtio_net_hdr *h = (struct vio_virtio_net_hdr *)buf;
     uint8_t *f = buf + HDR_LEN;
     uint32_t ip_len = c->size - 14;
     uint8_t proto = c->tso ? 6 : 17;
@@ -238,7 +225,7 @@ static void *rx_main(void *arg)
             got++;
             if (pending == 0) {
                 /* First buffer of a packet: header, then the frame. */
-                struct net_hdr h;
+                struct vio_virtio_net_hdr h;
                 memcpy(&h, p, sizeof(h));
                 unsigned nb = s->mrg ? vio_le16(h.num_buffers) : 1;
                 bool ok = len >= HDR_LEN + 14 && nb >= 1 && memcmp(p + HDR_LEN, c->rx_mac, 6) == 0 &&
@@ -247,9 +234,10 @@ static void *rx_main(void *arg)
                 s->all_pkts++;
                 if (ph == PH_MEASURE) {
                     s->pkts++;
-                    s->bytes += len - HDR_LEN;
-                    if (!ok)
-                        s->bad++;
+                    if (ok)
+                        s->bytes += len - HDR_LEN;
+                    else
+                        s->bad++; /* also a used length shorter than a header */
                 }
             } else {
                 pending--;

@@ -9,26 +9,7 @@
 #include <string.h>
 
 #include "core/log.h"
-
-/* Feature bits (VIRTIO 1.2, 5.1.3). */
-#define NET_F_CSUM           0
-#define NET_F_GUEST_CSUM     1
-#define NET_F_MTU            3
-#define NET_F_MAC            5
-#define NET_F_GUEST_TSO4     7
-#define NET_F_GUEST_TSO6     8
-#define NET_F_GUEST_ECN      9
-#define NET_F_HOST_TSO4      11
-#define NET_F_HOST_TSO6      12
-#define NET_F_HOST_ECN       13
-#define NET_F_MRG_RXBUF      15
-#define NET_F_STATUS         16
-#define NET_F_CTRL_VQ        17
-#define NET_F_CTRL_RX        18
-#define NET_F_CTRL_VLAN      19
-#define NET_F_GUEST_ANNOUNCE 21
-#define NET_F_MQ             22
-#define NET_F_CTRL_MAC_ADDR  23
+#include "net/virtio_net.h"
 
 #define NET_S_LINK_UP  1
 #define NET_S_ANNOUNCE 2
@@ -54,15 +35,6 @@
 #define NET_MAX_IOV 64
 #define CTRL_MAX    512 /* largest control command we read */
 
-struct net_hdr {
-    uint8_t flags;
-    uint8_t gso_type;
-    uint16_t hdr_len;
-    uint16_t gso_size;
-    uint16_t csum_start;
-    uint16_t csum_offset;
-    uint16_t num_buffers; /* only with MRG_RXBUF or VERSION_1 */
-} __attribute__((packed));
 
 struct vio_net {
     struct vio_dev dev;
@@ -144,7 +116,7 @@ static void net_get_config(struct vio_dev *d, uint32_t off, void *buf, uint32_t 
 static void tx_one(struct vio_net *n, struct vio_vq *vq, struct vio_vq_elem *e)
 {
     struct iovec iov[NET_MAX_IOV];
-    struct net_hdr h = {0};
+    struct vio_virtio_net_hdr h = {0};
     struct vio_pkt pkt = {.iov = iov};
     size_t skip = n->hdr_len;
 
@@ -277,7 +249,7 @@ static int net_deliver(struct vio_net_port *port, const struct vio_pkt *pkt)
 {
     struct vio_net *n = port->opaque;
     struct vio_vq_elem *elems[NET_MAX_IOV];
-    struct net_hdr h = {0};
+    struct vio_virtio_net_hdr h = {0};
     unsigned qi, nelem = 0;
     size_t need = n->hdr_len + pkt->len, have = 0, pos = 0;
     struct vio_vq *vq;

@@ -16,33 +16,15 @@
 #include "core/util.h"
 #include "core/loop.h"
 #include "net/offload.h"
+#include "net/virtio_net.h"
 #include "vuser/vuser.h"
 
-#define NET_F_CSUM       0
-#define NET_F_GUEST_CSUM 1
-#define NET_F_GUEST_TSO4 7
-#define NET_F_GUEST_TSO6 8
-#define NET_F_GUEST_ECN  9
-#define NET_F_HOST_TSO4  11
-#define NET_F_HOST_TSO6  12
-#define NET_F_HOST_ECN   13
-#define NET_F_MRG_RXBUF  15
 
-#define HDR_LEN   12 /* virtio_net_hdr with num_buffers (VERSION_1) */
+#define HDR_LEN   ((uint32_t)sizeof(struct vio_virtio_net_hdr))
 #define RXQ       0
 #define TXQ       1
 #define RX_BUDGET 256 /* used buffers per wake-up before yielding the loop */
 
-struct vnet_hdr {
-    uint8_t flags;
-    uint8_t gso_type;
-    uint16_t hdr_len;
-    uint16_t gso_size;
-    uint16_t csum_start;
-    uint16_t csum_offset;
-    uint16_t num_buffers;
-};
-_Static_assert(sizeof(struct vnet_hdr) == HDR_LEN, "virtio_net_hdr_v1 is 12 bytes");
 
 struct vu_up {
     struct vio_uplink up;
@@ -76,7 +58,7 @@ static void reclaim_tx(struct vu_up *s)
 static int vu_deliver(struct vio_net_port *p, const struct vio_pkt *pkt)
 {
     struct vu_up *s = vio_container_of(p->opaque, struct vu_up, up);
-    struct vnet_hdr h = {
+    struct vio_virtio_net_hdr h = {
         .flags = pkt->off.flags,
         .gso_type = pkt->off.gso_type,
         .hdr_len = vio_to_le16(pkt->off.hdr_len),
@@ -132,7 +114,7 @@ static void rx_bad(struct vu_up *s, const char *why, unsigned long v)
 /* One received packet starting with used buffer @b of @len bytes. */
 static void rx_packet(struct vu_up *s, struct vio_vuser_buf *b, uint32_t len)
 {
-    struct vnet_hdr h;
+    struct vio_virtio_net_hdr h;
     uint8_t *p = vio_vuser_ptr(s->d, b->gpa, s->rx_len);
     unsigned nb = 1;
     uint32_t total;
