@@ -443,7 +443,7 @@ class Rig(Guest):
         return False
 
     def wait(self, timeout: float = 300, fail_on_hang: bool = True,
-             restarts: int = 1, silence: float = RIG_SILENCE) -> RigResult:
+             restarts: int = 1, silence: Optional[float] = None) -> RigResult:
         """Wait for L1 to power off (after its test); returns a RigResult.
 
         With fail_on_hang, an L1 soft lockup or RCU stall ends the wait at
@@ -455,11 +455,15 @@ class Rig(Guest):
         again (said on stdout, listed in RigResult.wedges).  An L1 that
         powers off without any verdict (its init always prints one) reset
         under TCG and is treated the same, and so is an L1 from which nothing
-        (neither its console nor an L2's) has come for @silence seconds: the
+        (neither its console nor an L2's) has come for @silence seconds
+        (default: a third of @timeout, 30 to RIG_SILENCE s): the
         wedge does not always get as far as the watchdog's report.  When no restart
         is left the result fails with reason "L1 hung (...)".  Only for tests
         that just wait(): a restart replays the L1 script from the start.
         """
+        if silence is None:
+            # A third of the timeout, so a short wait still gets its replay.
+            silence = min(RIG_SILENCE, max(30.0, timeout / 3))
         while True:
             self._last_sizes = None
             self._poll_until(lambda: self.exit_code is not None or (fail_on_hang and (
