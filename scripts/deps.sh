@@ -7,12 +7,14 @@ set -euo pipefail
 PKGS=(
     # build
     gcc libc6-dev make pkg-config meson ninja-build
-    liburing-dev libjansson-dev libslirp-dev libglib2.0-dev
+    liburing-dev libjansson-dev libslirp-dev libglib2.0-dev libnbd-dev libiscsi-dev
     # unit tests and fuzzing
     libcmocka-dev clang libclang-rt-14-dev acpica-tools
     # end-to-end tests: QEMU as the real client, guest kit, Python harness
     python3 qemu-system-x86 qemu-system-data qemu-system-common qemu-utils
     busybox-static cpio kmod iproute2
+    # SAN peers for the virtual HBA tests: an iSCSI target and its tools, an NBD server
+    tgt libiscsi-bin nbdkit
 )
 # `deps.sh bench`: also what the bench/ scripts compare against and plot with
 # (fio for host-native I/O, DPDK's testpmd, gnuplot).
