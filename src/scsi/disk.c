@@ -14,12 +14,14 @@
 /* Additional sense codes (ASC, ASCQ). */
 #define ASC_NONE                0x00, 0x00
 #define ASC_NOT_READY_INIT_REQ  0x04, 0x02
+#define ASC_COMM_FAILURE        0x08, 0x00
 #define ASC_WRITE_ERROR         0x0c, 0x00
 #define ASC_READ_ERROR          0x11, 0x00
 #define ASC_PARAM_LIST_LENGTH   0x1a, 0x00
 #define ASC_INVALID_OPCODE      0x20, 0x00
 #define ASC_LBA_OUT_OF_RANGE    0x21, 0x00
 #define ASC_INVALID_FIELD_CDB   0x24, 0x00
+#define ASC_LUN_NOT_SUPPORTED   0x25, 0x00
 #define ASC_INVALID_FIELD_PARAM 0x26, 0x00
 #define ASC_WRITE_PROTECTED     0x27, 0x00
 #define ASC_SAVING_NOT_SUPP     0x39, 0x00
@@ -606,6 +608,20 @@ int vio_scsi_report_luns(struct vio_scsi_cmd *c, const uint16_t *luns, unsigned 
     return reply(c, r, 8 + 8 * (size_t)n, alloc);
 }
 
+int vio_scsi_no_lun(struct vio_scsi_cmd *c)
+{
+    /* Standard INQUIRY data of "no device here": peripheral qualifier 3,
+     * device type 0x1f (SPC-4 6.6.2). */
+    uint8_t inq[36] = {0x7f, 0, 0x06, 0x02, 31};
+
+    if (c->cdb_len >= 6 && c->cdb[0] == 0x12 && !(c->cdb[1] & 1) && c->cdb[2] == 0) {
+        if (!c->data_in && c->data_len)
+            return fail(NULL, c, VIO_SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
+        return reply(c, inq, sizeof(inq), be16(c->cdb + 3));
+    }
+    return fail(NULL, c, VIO_SENSE_ILLEGAL_REQUEST, ASC_LUN_NOT_SUPPORTED);
+}
+
 int vio_scsi_disk_exec(struct vio_scsi_disk *d, struct vio_scsi_cmd *c)
 {
     unsigned need;
@@ -676,6 +692,12 @@ int vio_scsi_disk_exec(struct vio_scsi_disk *d, struct vio_scsi_cmd *c)
     }
 }
 
+static bool is_link_error(int res)
+{
+    return res == -ENOTCONN || res == -ECONNRESET || res == -ECONNREFUSED || res == -EPIPE ||
+           res == -ETIMEDOUT || res == -ESHUTDOWN || res == -EHOSTUNREACH;
+}
+
 int vio_scsi_disk_bio_done(struct vio_scsi_disk *d, struct vio_scsi_cmd *c, int res)
 {
     uint8_t op = c->pending_op;
@@ -683,6 +705,11 @@ int vio_scsi_disk_bio_done(struct vio_scsi_disk *d, struct vio_scsi_cmd *c, int 
     if (res < 0) {
         vio_counter_add(&d->st.io_errors, 1);
         c->pending_op = 0;
+        /* A remote backend lost its server: nothing reached the medium, or
+         * what did is not known to have. ABORTED COMMAND lets the initiator
+         * retry once the backend has reconnected. */
+        if (is_link_error(res))
+            return fail(d, c, VIO_SENSE_ABORTED_COMMAND, ASC_COMM_FAILURE);
         if (op == 0x08 || op == 0x28 || op == 0xa8 || op == 0x88)
             return fail(d, c, VIO_SENSE_MEDIUM_ERROR, ASC_READ_ERROR);
         return fail(d, c, VIO_SENSE_MEDIUM_ERROR, ASC_WRITE_ERROR);

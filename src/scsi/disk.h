@@ -101,6 +101,12 @@ void vio_scsi_set_sense(struct vio_scsi_cmd *c, uint8_t key, uint8_t asc, uint8_
  * fills c's data-in buffers. Returns 0 (finished). */
 int vio_scsi_report_luns(struct vio_scsi_cmd *c, const uint16_t *luns, unsigned n);
 
+/* A command to a LUN that does not exist on a target that does: INQUIRY
+ * answers "no device" (peripheral qualifier 3), anything else fails with
+ * LOGICAL UNIT NOT SUPPORTED. (REPORT LUNS goes to vio_scsi_report_luns.)
+ * Returns 0 (finished). */
+int vio_scsi_no_lun(struct vio_scsi_cmd *c);
+
 /* Counters, read with vio_counter_get. */
 struct vio_scsi_disk_stats {
     vio_counter_t cmds, reads, writes, unmaps, syncs, check_conditions, io_errors;

@@ -23,6 +23,10 @@ static void usage(FILE *f)
                "  port-add SPEC        add a network port, SPEC as for --net (net.port.add)\n"
                "  port-remove ID       remove a network port (net.port.remove)\n"
                "  link ID up|down      set a port's link state (net.port.link)\n"
+               "  luns                 SCSI LUNs: backends and counters (scsi.luns)\n"
+               "  lun-add SPEC         add a LUN, SPEC as for --lun (scsi.lun.add)\n"
+               "  lun-remove HBA LUN [TARGET]\n"
+               "                       remove a LUN (scsi.lun.remove)\n"
                "  help                 every method the server offers\n"
                "  METHOD [JSON|k=v...] call any method with params given as a JSON\n"
                "                       object or array, or as key=value pairs\n"
@@ -128,6 +132,41 @@ int vio_ctl_main(int argc, char **argv)
                            strcmp(argv[optind + 1], "up") == 0);
         optind += 2;
         method = "net.port.link";
+    } else if (strcmp(method, "luns") == 0) {
+        method = "scsi.luns";
+    } else if (strcmp(method, "lun-add") == 0) {
+        if (argc - optind != 1) {
+            fprintf(stderr, "vio ctl: lun-add takes one argument: hba=ID,path=P[,target=N]"
+                            "[,lun=N]...\n");
+            return 2;
+        }
+        params = json_pack("{s:s}", "spec", argv[optind++]);
+        method = "scsi.lun.add";
+    } else if (strcmp(method, "lun-remove") == 0) {
+        char *end;
+        long lun, target = 0;
+
+        if (argc - optind < 2 || argc - optind > 3) {
+            fprintf(stderr, "vio ctl: usage: lun-remove HBA LUN [TARGET]\n");
+            return 2;
+        }
+        lun = strtol(argv[optind + 1], &end, 10);
+        if (*end || !argv[optind + 1][0] || lun < 0) {
+            fprintf(stderr, "vio ctl: lun-remove: LUN '%s' is not a number\n", argv[optind + 1]);
+            return 2;
+        }
+        if (argc - optind == 3) {
+            target = strtol(argv[optind + 2], &end, 10);
+            if (*end || !argv[optind + 2][0] || target < 0) {
+                fprintf(stderr, "vio ctl: lun-remove: TARGET '%s' is not a number\n",
+                        argv[optind + 2]);
+                return 2;
+            }
+        }
+        params = json_pack("{s:s, s:I, s:I}", "hba", argv[optind], "lun", (json_int_t)lun,
+                           "target", (json_int_t)target);
+        optind = argc;
+        method = "scsi.lun.remove";
     } else if (strcmp(method, "stats") == 0) {
         method = "device.stats";
         if (optind < argc && !strchr(argv[optind], '=') && argv[optind][0] != '{') {

@@ -22,6 +22,7 @@
 #include "core/workers.h"
 #include "devices/blk.h"
 #include "devices/net.h"
+#include "devices/scsi.h"
 #include "net/switch.h"
 #include "net/uplink.h"
 #include "vhost/vu_backend.h"
@@ -68,6 +69,13 @@ static void usage(FILE *f)
             "  --blk id=ID,socket=PATH,backend=null[,size=1G][,queues=N]\n"
             "        a virtio-blk device on a file or block device (io_uring), or on the\n"
             "        null backend for benchmarks; ,, in a value stands for a comma\n"
+            "  --scsi id=ID,socket=PATH[,queues=N][,queue-size=N]\n"
+            "        a virtio-scsi controller (vhost-user-scsi) with the LUNs below\n"
+            "  --lun hba=ID,path=P[,target=N][,lun=N][,readonly][,direct][,blksize=N]\n"
+            "        [,serial=S][,vendor=S][,product=S][,wwn=0x6...]\n"
+            "        a disk LUN on controller ID; P is a file or block device,\n"
+            "        nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH or\n"
+            "        iscsi://HOST[:PORT]/IQN/LUN\n"
             "  --net id=ID,socket=PATH,mac=MAC[,vlan=N][,queues=N][,queue-size=N]\n"
             "        a virtio-net port on the switch: sends only from MAC, receives its\n"
             "        own unicast, broadcast and multicast, only within its VLAN\n"
@@ -185,6 +193,91 @@ bad_inval:
     ret = -EINVAL;
 bad:
     vio_err("--blk %s: %s", spec, err);
+out:
+    vio_opts_free(&o);
+    return ret;
+}
+
+/* Build one virtio-scsi controller from its --scsi spec. */
+static int make_scsi(const char *spec, struct vio_dev **out, char *socket, size_t socket_len)
+{
+    struct vio_opts o;
+    struct vio_scsi_hba_opts ho = {0};
+    const char *id, *sock;
+    uint64_t queues, qsize;
+    char err[200] = "";
+    int ret;
+
+    ret = vio_opts_parse(spec, &o, err, sizeof(err));
+    if (ret < 0)
+        goto bad;
+    id = vio_opts_get(&o, "id");
+    sock = vio_opts_get(&o, "socket");
+    if (!id || !valid_id(id)) {
+        snprintf(err, sizeof(err), "id= is required: 1-31 letters, digits, '-', '_' or '.'");
+        goto bad_inval;
+    }
+    if (!sock || !*sock || strlen(sock) >= socket_len) {
+        snprintf(err, sizeof(err), "socket=PATH is required (under %zu bytes)", socket_len);
+        goto bad_inval;
+    }
+    if ((ret = vio_opts_size(&o, "queues", 1, 1, VIO_SCSI_MAX_QUEUES, &queues, err,
+                             sizeof(err))) < 0 ||
+        (ret = vio_opts_size(&o, "queue-size", VIO_SCSI_DEFAULT_QUEUE_SIZE, 1, 32768, &qsize,
+                             err, sizeof(err))) < 0)
+        goto bad;
+    if (!vio_is_pow2(qsize)) {
+        snprintf(err, sizeof(err), "queue-size=%llu: must be a power of two",
+                 (unsigned long long)qsize);
+        goto bad_inval;
+    }
+    if ((ret = vio_opts_check_unused(&o, err, sizeof(err))) < 0)
+        goto bad;
+    ho.id = id;
+    ho.num_queues = (uint16_t)queues;
+    ho.queue_size = (uint16_t)qsize;
+    ret = vio_scsi_hba_create(&ho, out);
+    if (ret == 0)
+        snprintf(socket, socket_len, "%s", sock);
+    goto out;
+
+bad_inval:
+    ret = -EINVAL;
+bad:
+    vio_err("--scsi %s: %s", spec, err);
+out:
+    vio_opts_free(&o);
+    return ret;
+}
+
+static struct serve_dev *find_dev(struct serve *s, const char *id);
+
+/* Add a LUN from a --lun spec (or scsi.lun.add) to the controller it names. */
+static int add_lun(struct serve *s, const char *spec, char *err, size_t errlen)
+{
+    struct vio_opts o;
+    struct serve_dev *sd;
+    const char *hba;
+    int ret;
+
+    err[0] = '\0';
+    ret = vio_opts_parse(spec, &o, err, errlen);
+    if (ret < 0)
+        goto out;
+    hba = vio_opts_get(&o, "hba");
+    if (!hba || !*hba) {
+        snprintf(err, errlen, "hba=ID is required: the --scsi controller to add the LUN to");
+        ret = -EINVAL;
+        goto out;
+    }
+    sd = find_dev(s, hba);
+    if (!sd || !vio_is_scsi_hba(sd->dev)) {
+        snprintf(err, errlen, "hba=%s: no such SCSI controller (give it with --scsi id=%s,...)",
+                 hba, hba);
+        ret = -ENOENT;
+        goto out;
+    }
+    ret = vio_scsi_hba_add_lun_spec(sd->dev, &o, err, errlen);
 out:
     vio_opts_free(&o);
     return ret;
@@ -459,12 +552,107 @@ static json_t *rpc_net_port_link(void *opaque, json_t *params, struct vio_rpc_er
     return vio_net_port_stats(p);
 }
 
+static json_t *rpc_scsi_luns(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *list = json_array();
+
+    (void)params;
+    (void)err;
+    for (unsigned i = 0; i < s->ndevs; i++) {
+        json_t *luns;
+        size_t k;
+        json_t *l;
+
+        if (!vio_is_scsi_hba(s->devs[i].dev))
+            continue;
+        luns = vio_scsi_hba_luns(s->devs[i].dev);
+        json_array_foreach(luns, k, l)
+        {
+            json_object_set_new(l, "hba", json_string(s->devs[i].dev->id));
+            json_array_append(list, l);
+        }
+        json_decref(luns);
+    }
+    return list;
+}
+
+static json_t *rpc_scsi_lun_add(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *spec = params ? json_object_get(params, "spec") : NULL;
+    char msg[300];
+    int ret;
+
+    if (!json_is_object(params) || !json_is_string(spec) || json_object_size(params) != 1)
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS,
+                            "params must be {\"spec\": \"hba=ID,path=P[,target=N][,lun=N]...\"}");
+    ret = add_lun(s, json_string_value(spec), msg, sizeof(msg));
+    if (ret < 0)
+        return vio_rpc_fail(err, ret == -ENOENT ? VIO_RPC_NOT_FOUND : VIO_RPC_INVALID_PARAMS,
+                            "%s", msg);
+    vio_info("LUN added: %s", json_string_value(spec));
+    return json_pack("{s:s}", "added", json_string_value(spec));
+}
+
+/* An integer parameter given as a JSON number or a decimal string. */
+static int int_param(json_t *params, const char *key, long def, long max, long *out)
+{
+    json_t *v = json_object_get(params, key);
+    char *end;
+
+    if (!v) {
+        *out = def;
+        return def < 0 ? -EINVAL : 0;
+    }
+    if (json_is_integer(v)) {
+        *out = (long)json_integer_value(v);
+    } else if (json_is_string(v) && *json_string_value(v)) {
+        *out = strtol(json_string_value(v), &end, 10);
+        if (*end)
+            return -EINVAL;
+    } else {
+        return -EINVAL;
+    }
+    return *out < 0 || *out > max ? -EINVAL : 0;
+}
+
+static json_t *rpc_scsi_lun_remove(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct serve *s = opaque;
+    json_t *hba = params ? json_object_get(params, "hba") : NULL;
+    struct serve_dev *sd;
+    long target, lun;
+
+    if (!json_is_object(params) || !json_is_string(hba) ||
+        int_param(params, "target", 0, VIO_SCSI_MAX_TARGET, &target) < 0 ||
+        int_param(params, "lun", -1, VIO_SCSI_MAX_LUN, &lun) < 0)
+        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS,
+                            "params must be {\"hba\": ID, \"lun\": 0-%d[, \"target\": 0-%d]}",
+                            VIO_SCSI_MAX_LUN, VIO_SCSI_MAX_TARGET);
+    sd = find_dev(s, json_string_value(hba));
+    if (!sd || !vio_is_scsi_hba(sd->dev))
+        return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "no SCSI controller '%s'",
+                            json_string_value(hba));
+    if (vio_scsi_hba_remove_lun(sd->dev, (unsigned)target, (unsigned)lun) < 0)
+        return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "%s has no LUN %ld:%ld", sd->dev->id,
+                            target, lun);
+    vio_info("%s: LUN %ld:%ld removed", sd->dev->id, target, lun);
+    return json_pack("{s:s, s:i, s:i}", "hba", sd->dev->id, "target", (int)target, "lun",
+                     (int)lun);
+}
+
 static const struct vio_rpc_method serve_methods[] = {
     {"net.ports", rpc_net_ports, "switch ports (VM ports and uplinks) with MAC, VLAN, link, counters"},
     {"net.port.add", rpc_net_port_add,
      "add a virtio-net port: {\"spec\": \"id=ID,socket=PATH,mac=MAC[,vlan=N][,queues=N]\"}"},
     {"net.port.remove", rpc_net_port_remove, "remove a virtio-net port: {\"id\": ID}"},
     {"net.port.link", rpc_net_port_link, "set a port's link: {\"id\": ID, \"up\": true|false}"},
+    {"scsi.luns", rpc_scsi_luns, "SCSI LUNs of every controller with backends and counters"},
+    {"scsi.lun.add", rpc_scsi_lun_add,
+     "add a LUN: {\"spec\": \"hba=ID,path=P[,target=N][,lun=N][,readonly]...\"}"},
+    {"scsi.lun.remove", rpc_scsi_lun_remove,
+     "remove a LUN: {\"hba\": ID, \"lun\": N[, \"target\": N]}"},
     {"device.list", rpc_device_list, "list devices with their sockets and connection state"},
     {"device.stats", rpc_device_stats,
      "counters per device and queue; params {\"id\": ID} for one device"},
@@ -527,10 +715,13 @@ int vio_serve_main(int argc, char **argv)
         {"net", required_argument, NULL, 'n'},   {"uplink", required_argument, NULL, 'u'},
         {"workers", required_argument, NULL, 'w'}, {"log-level", required_argument, NULL, 'l'},
         {"poll-us", required_argument, NULL, 'p'}, {"help", no_argument, NULL, 'h'},
+        {"scsi", required_argument, NULL, 's'},  {"lun", required_argument, NULL, 'L'},
         {NULL, 0, NULL, 0},
     };
     const char *blk_specs[SERVE_MAX_DEVICES], *net_specs[SERVE_MAX_DEVICES];
     const char *uplink_specs[SERVE_MAX_UPLINKS];
+    const char *scsi_specs[SERVE_MAX_DEVICES], *lun_specs[VIO_SCSI_MAX_LUNS * 4];
+    unsigned nscsi = 0, nlun = 0;
     char sockets[SERVE_MAX_DEVICES][108];
     unsigned nblk = 0, nnet = 0, nuplink = 0, total_queues = 0;
     uint64_t workers = 0, poll_us = 0;
@@ -551,8 +742,22 @@ int vio_serve_main(int argc, char **argv)
             }
             blk_specs[nblk++] = optarg;
             break;
+        case 's':
+            if (nblk + nnet + nscsi == SERVE_MAX_DEVICES) {
+                vio_err("at most %d devices", SERVE_MAX_DEVICES);
+                return 2;
+            }
+            scsi_specs[nscsi++] = optarg;
+            break;
+        case 'L':
+            if (nlun == VIO_ARRAY_SIZE(lun_specs)) {
+                vio_err("at most %zu --lun options", VIO_ARRAY_SIZE(lun_specs));
+                return 2;
+            }
+            lun_specs[nlun++] = optarg;
+            break;
         case 'n':
-            if (nblk + nnet == SERVE_MAX_DEVICES) {
+            if (nblk + nnet + nscsi == SERVE_MAX_DEVICES) {
                 vio_err("at most %d devices", SERVE_MAX_DEVICES);
                 return 2;
             }
@@ -603,12 +808,16 @@ int vio_serve_main(int argc, char **argv)
         vio_err("unexpected argument '%s' (see vio serve --help)", argv[optind]);
         return 2;
     }
-    if (nblk + nnet + nuplink == 0) {
-        vio_err("nothing to serve: give at least one --blk, --net or --uplink "
+    if (nblk + nnet + nscsi + nuplink == 0) {
+        vio_err("nothing to serve: give at least one --blk, --scsi, --net or --uplink "
                 "(see vio serve --help)");
         return 2;
     }
-    if (nblk + nnet == SERVE_MAX_DEVICES && nblk && nnet) {
+    if (nlun && !nscsi) {
+        vio_err("--lun needs a controller: give --scsi id=ID,socket=PATH too");
+        return 2;
+    }
+    if (nblk + nnet + nscsi > SERVE_MAX_DEVICES) {
         vio_err("at most %d devices", SERVE_MAX_DEVICES);
         return 2;
     }
@@ -634,6 +843,31 @@ int vio_serve_main(int argc, char **argv)
             }
         }
         total_queues += dev->num_queues;
+    }
+    for (unsigned i = 0; i < nscsi; i++) {
+        unsigned k = s.ndevs;
+        struct vio_dev *dev;
+
+        ret = make_scsi(scsi_specs[i], &dev, sockets[k], sizeof(sockets[k]));
+        if (ret < 0)
+            goto fail;
+        s.devs[s.ndevs++].dev = dev;
+        for (unsigned j = 0; j < k; j++) {
+            if (strcmp(s.devs[j].dev->id, dev->id) == 0 || strcmp(sockets[j], sockets[k]) == 0) {
+                vio_err("--scsi %s: id or socket already used by device %s", scsi_specs[i],
+                        s.devs[j].dev->id);
+                goto fail;
+            }
+        }
+        total_queues += dev->num_queues;
+    }
+    for (unsigned i = 0; i < nlun; i++) {
+        char err[300];
+
+        if (add_lun(&s, lun_specs[i], err, sizeof(err)) < 0) {
+            vio_err("--lun %s: %s", lun_specs[i], err);
+            goto fail;
+        }
     }
     if (nnet + nuplink) {
         /* The switch thread runs before ports attach: attaching is a call
@@ -710,6 +944,9 @@ int vio_serve_main(int argc, char **argv)
         if (net)
             vio_info("%s: virtio-net port, %u queue pair%s, vhost-user socket %s", dev->id,
                      dev->num_queues / 2, dev->num_queues / 2 == 1 ? "" : "s", sockets[i]);
+        else if (vio_is_scsi_hba(dev))
+            vio_info("%s: virtio-scsi, %u request queue%s, vhost-user socket %s", dev->id,
+                     dev->num_queues - 2, dev->num_queues == 3 ? "" : "s", sockets[i]);
         else
             vio_info("%s: virtio-blk, %u queue%s, vhost-user socket %s", dev->id,
                      dev->num_queues, dev->num_queues == 1 ? "" : "s", sockets[i]);
