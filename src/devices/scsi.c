@@ -158,7 +158,7 @@ struct vio_scsi_hba {
     _Atomic uint32_t tmf_waiting;
     _Atomic uint32_t cdb_size, sense_size;
     int tmf_efd;
-    vio_counter_t hotplug_events, unplug_events;
+    vio_counter_t luns_added, luns_removed;
 };
 
 static struct vio_scsi_hba *to_hba(struct vio_dev *d)
@@ -173,12 +173,15 @@ bool vio_is_scsi_hba(const struct vio_dev *d)
     return d->ops == &scsi_ops;
 }
 
+/* The LUN address of an event. Linux reads bytes 2-3 as the LUN number the
+ * way REPORT LUNS encodes it: peripheral addressing (byte 2 zero) below
+ * 256, flat space (0x40) above. */
 static void encode_lun(uint8_t lun[8], unsigned target, unsigned l)
 {
     memset(lun, 0, 8);
     lun[0] = 1;
     lun[1] = (uint8_t)target;
-    lun[2] = (uint8_t)(0x40 | (l >> 8));
+    lun[2] = (uint8_t)(l < 256 ? 0 : 0x40 | (l >> 8));
     lun[3] = (uint8_t)l;
 }
 
@@ -912,8 +915,8 @@ static json_t *scsi_stats(struct vio_dev *d)
                               (json_int_t)vio_counter_get(&s->events)));
     }
     return json_pack("{s:o, s:o, s:I, s:I}", "luns", vio_scsi_hba_luns(d), "queues", queues,
-                     "hotplug_events", (json_int_t)vio_counter_get(&hba->hotplug_events),
-                     "unplug_events", (json_int_t)vio_counter_get(&hba->unplug_events));
+                     "luns_added", (json_int_t)vio_counter_get(&hba->luns_added),
+                     "luns_removed", (json_int_t)vio_counter_get(&hba->luns_removed));
 }
 
 static void lun_free(struct scsi_lun *x)
@@ -1055,7 +1058,7 @@ int vio_scsi_hba_add_lun(struct vio_dev *d, const struct vio_scsi_lun_opts *o,
     }
     atomic_store(&hba->slot_inflight[free_slot], 0);
     atomic_store_explicit(&hba->slots[free_slot], x, memory_order_release);
-    vio_counter_add(&hba->hotplug_events, 1);
+    vio_counter_add(&hba->luns_added, 1);
     notify_hotplug(hba, o->target, o->lun, EVT_RESET_RESCAN);
     return 0;
 
@@ -1115,7 +1118,7 @@ int vio_scsi_hba_remove_lun(struct vio_dev *d, unsigned target, unsigned l)
         dc.call = (struct vio_call){.fn = close_fn, .arg = &dc};
         vio_loop_call(dq->loop, &dc.call);
     }
-    vio_counter_add(&hba->unplug_events, 1);
+    vio_counter_add(&hba->luns_removed, 1);
     notify_hotplug(hba, target, l, EVT_RESET_REMOVED);
     lun_free(x);
     return 0;
