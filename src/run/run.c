@@ -24,6 +24,7 @@
 #include "core/rpc.h"
 #include "core/workers.h"
 #include "devices/blk.h"
+#include "devices/scsi.h"
 #include "devices/console.h"
 #include "devices/rng.h"
 #include "emul/pcsys.h"
@@ -41,7 +42,9 @@
 #define MAX_DEVS 16
 #define DEFAULT_CMDLINE "console=ttyS0 panic=-1"
 
-enum dev_kind { DEV_BLK, DEV_VHOST_BLK, DEV_RNG, DEV_CONSOLE };
+enum dev_kind { DEV_BLK, DEV_VHOST_BLK, DEV_RNG, DEV_CONSOLE, DEV_SCSI, DEV_VHOST_SCSI };
+
+#define MAX_LUNS VIO_SCSI_MAX_LUNS
 
 struct dev_spec {
     enum dev_kind kind;
@@ -60,6 +63,8 @@ struct run_opts {
     bool probe_only;
     struct dev_spec devs[MAX_DEVS];
     unsigned ndevs;
+    const char *luns[MAX_LUNS]; /* --lun specs, opened with their controller */
+    unsigned nluns;
     struct vio_run_net_opts net;
 };
 
@@ -113,6 +118,15 @@ static void usage(FILE *f)
             "  --vhost-user-blk socket=PATH[,queues=N][,id=ID]\n"
             "                      virtio-blk disk served by vio serve or another\n"
             "                      vhost-user back-end\n"
+            "  --scsi [id=ID][,queues=N]\n"
+            "                      in-process virtio-scsi controller for the --lun disks\n"
+            "  --lun hba=ID,path=P[,target=N][,lun=N][,readonly][,direct][,serial=S]...\n"
+            "                      a SCSI disk on controller ID: P is a file, a block\n"
+            "                      device, nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?\n"
+            "                      socket=PATH or iscsi://HOST[:PORT]/IQN/LUN (keys as\n"
+            "                      for vio serve --lun)\n"
+            "  --vhost-user-scsi socket=PATH[,queues=N][,id=ID]\n"
+            "                      virtio-scsi controller served by vio serve --scsi\n"
             "  --rng               virtio-rng from the host's getrandom()\n"
             "  --virtio-console in=PATH,out=PATH[,id=ID]\n"
             "                      virtio-console (hvc0) reading PATH (e.g. a FIFO),\n"
@@ -144,7 +158,7 @@ static int parse_dev(struct run_opts *o, enum dev_kind kind, const char *spec)
     char err[200] = "";
     const char *id, *v;
     uint64_t queues = 1;
-    static const char *const prefix[] = {"blk", "vblk", "rng", "con"};
+    static const char *const prefix[] = {"blk", "vblk", "rng", "con", "scsi", "vscsi"};
     int ret;
 
     if (o->ndevs == MAX_DEVS) {
@@ -197,6 +211,22 @@ static int parse_dev(struct run_opts *o, enum dev_kind kind, const char *spec)
         if ((ret = vio_opts_size(&kv, "queues", 0, 0, 64, &queues, err, sizeof(err))) < 0)
             goto bad;
         break;
+    case DEV_SCSI:
+        if ((ret = vio_opts_size(&kv, "queues", 1, 1, VIO_SCSI_MAX_QUEUES, &queues, err,
+                                 sizeof(err))) < 0)
+            goto bad;
+        break;
+    case DEV_VHOST_SCSI:
+        v = vio_opts_get(&kv, "socket");
+        if (!v || !*v || strlen(v) >= 108) {
+            snprintf(err, sizeof(err), "socket=PATH is required (under 108 bytes)");
+            goto bad_inval;
+        }
+        snprintf(d->path, sizeof(d->path), "%s", v);
+        if ((ret = vio_opts_size(&kv, "queues", 0, 0, VIO_SCSI_MAX_QUEUES, &queues, err,
+                                 sizeof(err))) < 0)
+            goto bad;
+        break;
     case DEV_RNG:
         break;
     case DEV_CONSOLE:
@@ -227,10 +257,58 @@ bad:
     return ret;
 }
 
+/* A --lun must name an in-process --scsi controller. */
+static int check_lun_hba(const struct run_opts *o, const char *spec)
+{
+    struct vio_opts kv;
+    char err[200] = "";
+    const char *hba;
+    int ret = vio_opts_parse(spec, &kv, err, sizeof(err));
+
+    if (ret < 0)
+        goto out;
+    hba = vio_opts_get(&kv, "hba");
+    ret = -ENOENT;
+    for (unsigned i = 0; hba && i < o->ndevs; i++) {
+        if (o->devs[i].kind == DEV_SCSI && strcmp(o->devs[i].id, hba) == 0)
+            ret = 0;
+    }
+    if (ret < 0)
+        snprintf(err, sizeof(err), "hba=%s: no --scsi controller with that id",
+                 hba ? hba : "(missing)");
+out:
+    if (ret < 0)
+        vio_err("--lun %s: %s", spec, err);
+    vio_opts_free(&kv);
+    return ret;
+}
+
+/* Open controller @dev's --lun disks. */
+static int add_luns(const struct run_opts *o, struct vio_dev *dev)
+{
+    for (unsigned i = 0; i < o->nluns; i++) {
+        struct vio_opts kv;
+        char err[300] = "";
+        const char *hba;
+        int ret = vio_opts_parse(o->luns[i], &kv, err, sizeof(err));
+
+        hba = ret < 0 ? NULL : vio_opts_get(&kv, "hba");
+        if (hba && strcmp(hba, dev->id) == 0)
+            ret = vio_scsi_hba_add_lun_spec(dev, &kv, err, sizeof(err));
+        vio_opts_free(&kv);
+        if (ret < 0) {
+            vio_err("--lun %s: %s", o->luns[i], err);
+            return ret;
+        }
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_CPUS, O_BLK, O_VHOST_BLK, O_RNG,
-           O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG, O_PROBE, O_NET, O_UPLINK };
+           O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG, O_PROBE, O_NET, O_UPLINK, O_SCSI,
+           O_LUN, O_VHOST_SCSI };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, O_KERNEL},
         {"initrd", required_argument, NULL, O_INITRD},
@@ -240,6 +318,9 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         {"blk", required_argument, NULL, O_BLK},
         {"vhost-user-blk", required_argument, NULL, O_VHOST_BLK},
         {"rng", no_argument, NULL, O_RNG},
+        {"scsi", optional_argument, NULL, O_SCSI},
+        {"lun", required_argument, NULL, O_LUN},
+        {"vhost-user-scsi", required_argument, NULL, O_VHOST_SCSI},
         {"virtio-console", required_argument, NULL, O_CONSOLE},
         {"ctl", required_argument, NULL, O_CTL},
         {"io-threads", required_argument, NULL, O_IOT},
@@ -301,6 +382,18 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
             if (parse_dev(o, DEV_RNG, NULL) < 0)
                 return -EINVAL;
             break;
+        case O_SCSI:
+        case O_VHOST_SCSI:
+            if (parse_dev(o, opt == O_SCSI ? DEV_SCSI : DEV_VHOST_SCSI, optarg) < 0)
+                return -EINVAL;
+            break;
+        case O_LUN:
+            if (o->nluns == MAX_LUNS) {
+                vio_err("at most %d --lun disks", MAX_LUNS);
+                return -EINVAL;
+            }
+            o->luns[o->nluns++] = optarg;
+            break;
         case O_NET:
             if (vio_run_net_parse_nic(&o->net, optarg) < 0)
                 return -EINVAL;
@@ -356,6 +449,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
             vio_err("id=%s is used twice (by a --net NIC and another device)", o->devs[i].id);
             return -EINVAL;
         }
+    }
+    for (unsigned i = 0; i < o->nluns; i++) {
+        if (check_lun_hba(o, o->luns[i]) < 0)
+            return -EINVAL;
     }
     if (!o->cmdline)
         o->cmdline = DEFAULT_CMDLINE;
@@ -622,14 +719,34 @@ static int add_device(struct session *s, const struct dev_spec *d)
         }
         return add_local(s, dev, "blk");
     }
-    case DEV_VHOST_BLK: {
+    case DEV_SCSI: {
+        struct vio_scsi_hba_opts ho = {.id = d->id, .num_queues = (uint16_t)d->queues,
+                                       .queue_size = 256};
+
+        ret = vio_scsi_hba_create(&ho, &dev);
+        if (ret < 0)
+            return ret;
+        ret = add_luns(s->o, dev);
+        if (ret < 0) {
+            dev->ops->destroy(dev);
+            return ret;
+        }
+        return add_local(s, dev, "scsi");
+    }
+    case DEV_VHOST_BLK:
+    case DEV_VHOST_SCSI: {
+        bool scsi = d->kind == DEV_VHOST_SCSI;
+        uint32_t type = scsi ? VIO_ID_SCSI : VIO_ID_BLOCK;
         struct vio_vpci_vhost *h;
         struct vio_vpci *v;
 
-        ret = vio_vpci_vhost_create(&s->vm, d->path, VIO_ID_BLOCK, d->queues, &h);
+        /* For SCSI, queues= counts request queues; control and event come first. */
+        ret = vio_vpci_vhost_create(&s->vm, d->path, type,
+                                    scsi && d->queues ? d->queues + 2 : d->queues, &h);
         if (ret < 0)
             return ret;
-        ret = vio_vpci_create(&s->vm, s->pci, &s->loop, d->id, "vhost-user-blk", VIO_ID_BLOCK,
+        ret = vio_vpci_create(&s->vm, s->pci, &s->loop, d->id,
+                              scsi ? "vhost-user-scsi" : "vhost-user-blk", type,
                               &vio_vpci_vhost_ops, h, &v);
         if (ret < 0)
             return ret;

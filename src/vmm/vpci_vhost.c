@@ -14,6 +14,8 @@
 
 #define BLK_CONFIG_SIZE   60 /* virtio_blk_config up to write_zeroes_may_unmap */
 #define BLK_NUM_QUEUES_OFF 34
+#define SCSI_CONFIG_SIZE  36 /* virtio_scsi_config */
+#define SCSI_FIXED_QUEUES 2  /* control and event, before the request queues */
 
 /* Ring and device bits we can carry; the rest (packed rings, IOMMU, dirty
  * logging) the transport does not implement. */
@@ -54,8 +56,8 @@ int vio_vpci_vhost_create(struct vio_vm *vm, const char *socket, uint32_t device
         return -ENOMEM;
     h->vm = vm;
     snprintf(h->socket, sizeof(h->socket), "%s", socket);
-    if (device_id != VIO_ID_BLOCK) {
-        vio_err("vhost-user %s: only block devices are supported so far", socket);
+    if (device_id != VIO_ID_BLOCK && device_id != VIO_ID_SCSI) {
+        vio_err("vhost-user %s: only block and SCSI devices are supported so far", socket);
         ret = -ENOTSUP;
         goto err;
     }
@@ -71,9 +73,15 @@ int vio_vpci_vhost_create(struct vio_vm *vm, const char *socket, uint32_t device
         ret = -EINVAL;
         goto err;
     }
+    if (device_id == VIO_ID_SCSI && have <= SCSI_FIXED_QUEUES) {
+        vio_err("vhost-user %s: the back-end has %u queues, not a SCSI controller's 3 or more",
+                socket, have);
+        ret = -EINVAL;
+        goto err;
+    }
     h->nq = (uint16_t)(queues ? queues : have);
     h->features = vio_vu_front_features(h->f) & CARRIED_FEATURES;
-    h->config_size = BLK_CONFIG_SIZE;
+    h->config_size = device_id == VIO_ID_SCSI ? SCSI_CONFIG_SIZE : BLK_CONFIG_SIZE;
     ret = vio_vu_front_get_config(h->f, 0, h->config, h->config_size);
     if (ret < 0) {
         vio_err("vhost-user %s: cannot read the device configuration: %s", socket,
@@ -81,7 +89,15 @@ int vio_vpci_vhost_create(struct vio_vm *vm, const char *socket, uint32_t device
         goto err;
     }
     /* The guest sees as many queues as we expose, not what the back-end has. */
-    memcpy(&h->config[BLK_NUM_QUEUES_OFF], &h->nq, 2);
+    if (device_id == VIO_ID_SCSI) {
+        uint32_t nreq = vio_to_le32(h->nq - SCSI_FIXED_QUEUES);
+
+        memcpy(&h->config[0], &nreq, 4);
+    } else {
+        uint16_t nq = vio_to_le16(h->nq);
+
+        memcpy(&h->config[BLK_NUM_QUEUES_OFF], &nq, 2);
+    }
     ret = share_memory(h);
     if (ret < 0) {
         vio_err("vhost-user %s: the back-end refused the guest memory: %s", socket,
