@@ -118,7 +118,7 @@ static void usage(FILE *f)
             "  --vhost-user-blk socket=PATH[,queues=N][,id=ID]\n"
             "                      virtio-blk disk served by vio serve or another\n"
             "                      vhost-user back-end\n"
-            "  --scsi [id=ID][,queues=N]\n"
+            "  --scsi id=ID[,queues=N]\n"
             "                      in-process virtio-scsi controller for the --lun disks\n"
             "  --lun hba=ID,path=P[,target=N][,lun=N][,readonly][,direct][,serial=S]...\n"
             "                      a SCSI disk on controller ID: P is a file, a block\n"
@@ -318,7 +318,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         {"blk", required_argument, NULL, O_BLK},
         {"vhost-user-blk", required_argument, NULL, O_VHOST_BLK},
         {"rng", no_argument, NULL, O_RNG},
-        {"scsi", optional_argument, NULL, O_SCSI},
+        {"scsi", required_argument, NULL, O_SCSI},
         {"lun", required_argument, NULL, O_LUN},
         {"vhost-user-scsi", required_argument, NULL, O_VHOST_SCSI},
         {"virtio-console", required_argument, NULL, O_CONSOLE},
