@@ -18,7 +18,7 @@
 #include "virtio/vdev.h"
 
 #define VIO_SCSI_MAX_QUEUES        16   /* request queues */
-#define VIO_SCSI_DEFAULT_QUEUE_SIZE 256
+#define VIO_SCSI_DEFAULT_QUEUE_SIZE 1024
 #define VIO_SCSI_MAX_LUNS          64   /* LUNs per controller, all targets */
 #define VIO_SCSI_MAX_TARGET        255
 #define VIO_SCSI_MAX_LUN           16383
