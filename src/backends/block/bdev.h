@@ -1,5 +1,6 @@
 /* Block backends: where a block device's sectors live (a file or block
- * device through io_uring, a null sink for benchmarks; NBD and iSCSI later).
+ * device through io_uring, a null sink for benchmarks, an NBD export
+ * through libnbd, an iSCSI LUN through libiscsi).
  * Devices (virtio-blk, SCSI LUNs, NVMe namespaces) talk only to this ops
  * table.
  *
@@ -86,7 +87,8 @@ struct vio_bdev {
 
 /* What the command line says about a backend. */
 struct vio_bdev_opts {
-    const char *path;    /* file or block device; NULL with null=true */
+    const char *path;    /* file or block device, or an nbd://, nbd+unix:// or
+                          * iscsi:// URI; NULL with null=true */
     bool null;           /* the null backend */
     uint64_t null_size;  /* size of the null device */
     bool readonly;
@@ -100,6 +102,12 @@ int vio_bdev_open(const struct vio_bdev_opts *o, struct vio_bdev **out);
 
 int vio_bdev_file_open(const struct vio_bdev_opts *o, struct vio_bdev **out);
 int vio_bdev_null_open(const struct vio_bdev_opts *o, struct vio_bdev **out);
+/* Network backends: connect (blocking, a few seconds at most) and read the
+ * size and capabilities. A lost connection fails the bios in flight and
+ * those submitted while it is down with -ENOTCONN and is re-established in
+ * the background. */
+int vio_bdev_nbd_open(const struct vio_bdev_opts *o, struct vio_bdev **out);
+int vio_bdev_iscsi_open(const struct vio_bdev_opts *o, struct vio_bdev **out);
 
 static inline void vio_bdev_count(vio_counter_t *c)
 {
