@@ -21,6 +21,7 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <scsi/sg.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -463,6 +464,31 @@ static int cmd_size(int argc, char **argv)
     return 0;
 }
 
+/* Ask the SCSI layer for a LUN reset (SG_SCSI_RESET, which the HBA driver
+ * turns into a task management function) and print how long it took in
+ * milliseconds: the reset returns only when the HBA answers it. */
+static int cmd_scsi_reset(int argc, char **argv)
+{
+    char *pos[1];
+    struct opts o;
+    struct timespec t0, t1;
+    int what = SG_SCSI_RESET_DEVICE;
+
+    if (parse_args(argc, argv, pos, 1, &o) != 1)
+        die(2, "usage: scsi-reset DEV");
+    int fd = open(pos[0], O_RDONLY | O_NONBLOCK);
+    if (fd < 0)
+        die(2, "open %s: %s", pos[0], strerror(errno));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    if (ioctl(fd, SG_SCSI_RESET, &what) < 0)
+        die(2, "SG_SCSI_RESET %s: %s", pos[0], strerror(errno));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    xclose(pos[0], fd);
+    printf("%lld\n", (long long)(t1.tv_sec - t0.tv_sec) * 1000 +
+                         (t1.tv_nsec - t0.tv_nsec) / 1000000);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -475,6 +501,7 @@ static void usage(FILE *f)
         "  discard DEV OFFSET LEN      (BLKDISCARD)\n"
         "  flush  PATH                 (open + fsync)\n"
         "  size   PATH                 (bytes; BLKGETSIZE64 for devices)\n"
+        "  scsi-reset DEV              (LUN reset; prints the milliseconds it took)\n"
         "Sizes: decimal or 0x hex, optional K/M/G/T suffix (x1024).\n"
         "I/O goes in --bs chunks (default 1M) from 4 KiB-aligned buffers.\n"
         "Exit: 0 ok, 1 data mismatch, 2 usage/I/O error.\n");
@@ -506,6 +533,8 @@ int main(int argc, char **argv)
         return cmd_flush(ac, av);
     if (!strcmp(cmd, "size"))
         return cmd_size(ac, av);
+    if (!strcmp(cmd, "scsi-reset"))
+        return cmd_scsi_reset(ac, av);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -334,3 +334,55 @@ pass
     finally:
         nbd.kill()
     host_tool("verify", img, 0, 40 * MiB, 61)
+
+
+def test_lun_reset_waits_for_stalled_io():
+    """A LUN reset (task management) while a frozen NBD server holds a
+    write: vio answers the reset only once the write has really completed
+    (the server thaws 6 s later), so the guest can never see the reset done
+    while its old command may still land. The data verifies."""
+    import signal
+    import time
+    from sanpeers import QemuNbd
+    w = new_workdir("scsi-tmf")
+    img, nsock, sock = w / "nbd.img", str(w / "nbd.sock"), str(w / "hba.sock")
+    make_image(img, 32 * MiB)
+    script = LUNDEV + r"""
+wait_lun 0 0; N=$DEV
+must vgtool write $N 0 4M 70 --direct
+kv phase stall
+sleep 1
+vgtool write $N 4M 4M 71 --direct & wp=$!
+sleep 1
+ms=$(vgtool scsi-reset $N) || fail "LUN reset failed"
+kv reset_ms "$ms"
+kill -0 $wp 2>/dev/null && kv writer_after_reset running
+wait $wp || log "the write failed across the reset; writing again"
+must vgtool write $N 4M 4M 71 --direct
+must vgtool flush $N
+echo 3 > /proc/sys/vm/drop_caches
+must vgtool verify $N 0 4M 70 --direct
+must vgtool verify $N 4M 4M 71 --direct
+pass
+"""
+    nbd = QemuNbd(img, w / "qemu-nbd.log", sock=nsock).start()
+    try:
+        args = ["--scsi", "id=h0,socket=%s" % sock,
+                "--lun", "hba=h0,lun=0,path=nbd+unix:///exp?socket=%s" % nsock]
+        with VioServe(args, workdir=w / "vio") as vs:
+            with Guest(script, args=scsi_args(sock), name="scsi-tmf-guest") as g:
+                g.wait_for(r"VIO-KV phase=stall", timeout=120)
+                os.kill(nbd.proc.pid, signal.SIGSTOP)
+                time.sleep(6)
+                os.kill(nbd.proc.pid, signal.SIGCONT)
+                r = g.wait(timeout=300)
+            assert r.passed, "guest failed: %s\n%s" % (r.reason, r.log[-3000:])
+            ctrl = [q for q in vs.stats("h0")["queues"] if q["role"] == "control"][0]
+            assert ctrl["tmfs"] >= 1, "the reset sent no task management: %s" % ctrl
+            # The reset was issued ~4 s before the server thawed; answered
+            # at once it would take milliseconds.
+            assert int(r.kv["reset_ms"]) >= 2000, "LUN reset answered while the write was held: %s" % r.kv
+    finally:
+        nbd.kill()
+    host_tool("verify", img, 0, 4 * MiB, 70)
+    host_tool("verify", img, 4 * MiB, 4 * MiB, 71)
