@@ -234,6 +234,8 @@ static void nq_io(struct vio_handler *hd, uint32_t events)
     struct nbd_bq *q = vio_container_of(hd, struct nbd_bq, io);
     bool hangup = events & (EPOLLHUP | EPOLLERR);
 
+    if (!q->h)
+        return;
     if ((events & (EPOLLIN | EPOLLHUP | EPOLLERR)) &&
         (nbd_aio_get_direction(q->h) & LIBNBD_AIO_DIRECTION_READ))
         nbd_aio_notify_read(q->h);
