@@ -31,6 +31,7 @@
 #include "emul/rtc.h"
 #include "emul/uart8250.h"
 #include "run/run_net.h"
+#include "run/run_nvme.h"
 #include "vmm/acpi.h"
 #include "vmm/boot.h"
 #include "vmm/pci.h"
@@ -66,6 +67,7 @@ struct run_opts {
     const char *luns[MAX_LUNS]; /* --lun specs, opened with their controller */
     unsigned nluns;
     struct vio_run_net_opts net;
+    struct vio_run_nvme_opts nvme;
 };
 
 struct session {
@@ -80,6 +82,7 @@ struct session {
     struct vio_pci *pci;
     struct vio_vpci *vdevs[MAX_DEVS];
     unsigned nvdevs;
+    struct vio_run_nvme *nvme; /* emulated NVMe controllers */
     struct vio_rpc_server *rpc;
     struct vio_handler exit_h, sig_h, stdin_h;
     bool stdin_watched;
@@ -127,6 +130,10 @@ static void usage(FILE *f)
             "                      for vio serve --lun)\n"
             "  --vhost-user-scsi socket=PATH[,queues=N][,id=ID]\n"
             "                      virtio-scsi controller served by vio serve --scsi\n"
+            "  --nvme path=FILE[,readonly][,direct][,queues=N][,serial=S][,id=ID]\n"
+            "                      emulated NVMe controller (stock nvme driver), one\n"
+            "                      namespace on FILE; queues: I/O queue pairs 1-64\n"
+            "                      (default 4); repeatable\n"
             "  --rng               virtio-rng from the host's getrandom()\n"
             "  --virtio-console in=PATH,out=PATH[,id=ID]\n"
             "                      virtio-console (hvc0) reading PATH (e.g. a FIFO),\n"
@@ -308,7 +315,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_CPUS, O_BLK, O_VHOST_BLK, O_RNG,
            O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG, O_PROBE, O_NET, O_UPLINK, O_SCSI,
-           O_LUN, O_VHOST_SCSI };
+           O_LUN, O_VHOST_SCSI, O_NVME };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, O_KERNEL},
         {"initrd", required_argument, NULL, O_INITRD},
@@ -329,6 +336,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         {"kvm-probe", no_argument, NULL, O_PROBE},
         {"net", required_argument, NULL, O_NET},
         {"uplink", required_argument, NULL, O_UPLINK},
+        {"nvme", required_argument, NULL, O_NVME},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -402,6 +410,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
             if (vio_run_net_parse_uplink(&o->net, optarg) < 0)
                 return -EINVAL;
             break;
+        case O_NVME:
+            if (vio_run_nvme_parse(&o->nvme, optarg) < 0)
+                return -EINVAL;
+            break;
         case O_CTL:
             o->ctl = optarg;
             break;
@@ -447,6 +459,17 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
     for (unsigned i = 0; i < o->ndevs; i++) {
         if (vio_run_net_has_id(&o->net, o->devs[i].id)) {
             vio_err("id=%s is used twice (by a --net NIC and another device)", o->devs[i].id);
+            return -EINVAL;
+        }
+    }
+    for (unsigned i = 0; i < o->nvme.n; i++) {
+        const char *id = o->nvme.c[i].id;
+        bool dup = vio_run_net_has_id(&o->net, id);
+
+        for (unsigned k = 0; k < o->ndevs; k++)
+            dup = dup || strcmp(o->devs[k].id, id) == 0;
+        if (dup) {
+            vio_err("id=%s is used twice (by an --nvme controller and another device)", id);
             return -EINVAL;
         }
     }
@@ -542,13 +565,14 @@ static json_t *rpc_device_list(void *opaque, json_t *params, struct vio_rpc_erro
     (void)err;
     for (unsigned i = 0; i < s->nvdevs; i++)
         json_array_append_new(list, vio_vpci_info(s->vdevs[i]));
+    vio_run_nvme_list(s->nvme, list);
     return list;
 }
 
 static json_t *rpc_device_stats(void *opaque, json_t *params, struct vio_rpc_error *err)
 {
     struct session *s = opaque;
-    json_t *id = params ? json_object_get(params, "id") : NULL;
+    json_t *id = params ? json_object_get(params, "id") : NULL, *info;
 
     if (params && !json_is_object(params))
         return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS, "params must be {\"id\": \"...\"}");
@@ -560,6 +584,8 @@ static json_t *rpc_device_stats(void *opaque, json_t *params, struct vio_rpc_err
         if (strcmp(vio_vpci_id(s->vdevs[i]), json_string_value(id)) == 0)
             return vio_vpci_info(s->vdevs[i]);
     }
+    if ((info = vio_run_nvme_info(s->nvme, json_string_value(id))))
+        return info;
     return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "no device '%s'", json_string_value(id));
 }
 
@@ -795,6 +821,8 @@ static void session_teardown(struct session *s)
         vio_vpci_destroy(s->vdevs[i]);
     s->nvdevs = 0;
     vio_run_net_detach(g.net);
+    vio_run_nvme_detach(s->nvme); /* before the I/O threads it runs on stop */
+    s->nvme = NULL;
     vio_pci_destroy(s->pci);
     vio_uart_destroy(s->uart);
     vio_rtc_destroy(s->rtc);
@@ -843,6 +871,8 @@ static enum vio_vm_exit run_once(const struct run_opts *o, int sigfd)
     }
     if (g.net && vio_run_net_attach(g.net, &s.vm, s.pci, &s.loop, s.vdevs, &s.nvdevs,
                                     MAX_DEVS) < 0)
+        goto out;
+    if (vio_run_nvme_attach(&o->nvme, &s.vm, s.pci, &s.io, &s.nvme) < 0)
         goto out;
     bo.rsdp_addr = vio_acpi_build(&s.vm);
     if (!bo.rsdp_addr || vio_boot_load(&s.vm, &bo, &regs) < 0)
