@@ -515,6 +515,12 @@ int vio_blk_create(const struct vio_blk_opts *o, struct vio_bdev *bdev, struct v
         vio_err("%s: serial '%s' is longer than %d bytes", o->id, serial, BLK_ID_BYTES);
         return -EINVAL;
     }
+    if (bdev->max_queues && o->num_queues > bdev->max_queues) {
+        vio_err("%s: the backend serves only %u queue%s (an NBD server without multi-conn): "
+                "use queues=%u", o->id, bdev->max_queues, bdev->max_queues == 1 ? "" : "s",
+                bdev->max_queues);
+        return -EINVAL;
+    }
     if (bdev->block_size < 512 || bdev->block_size > 65536 || !vio_is_pow2(bdev->block_size)) {
         vio_err("%s: block size %u must be a power of two in 512..65536", o->id,
                 bdev->block_size);

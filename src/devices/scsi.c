@@ -1027,6 +1027,15 @@ int vio_scsi_hba_add_lun(struct vio_dev *d, const struct vio_scsi_lun_opts *o,
         ret = -EINVAL;
         goto fail;
     }
+    if (bdev->max_queues && bdev->max_queues < (unsigned)d->num_queues - REQ_Q0) {
+        snprintf(err, errlen,
+                 "the backend serves only %u queue%s (an NBD server without multi-conn) and "
+                 "%s has %u request queues: give the controller queues=%u",
+                 bdev->max_queues, bdev->max_queues == 1 ? "" : "s", d->id,
+                 d->num_queues - REQ_Q0, bdev->max_queues);
+        ret = -EINVAL;
+        goto fail;
+    }
     if (find_slot(hba, o->target, o->lun, &target_exists) >= 0) {
         snprintf(err, errlen, "%s already has LUN %u:%u", d->id, o->target, o->lun);
         ret = -EEXIST;

@@ -82,6 +82,9 @@ struct vio_bdev {
     bool readonly;
     bool can_discard;
     bool can_write_zeroes;
+    /* Backend queues it can serve at once, 0 for any number (an NBD export
+     * without multi-conn: 1). Devices check it when they are created. */
+    unsigned max_queues;
     struct vio_bdev_stats stats; /* updated with atomic adds from any worker */
 };
 

@@ -570,6 +570,7 @@ int vio_bdev_nbd_open(const struct vio_bdev_opts *o, struct vio_bdev **out)
     n->can_trim = nbd_can_trim(h) == 1;
     n->can_zero = nbd_can_zero(h) == 1;
     n->multi_conn = nbd_can_multi_conn(h) == 1;
+    n->b.max_queues = n->multi_conn || n->b.readonly ? 0 : 1;
     n->max_payload = maxbs > 0 ? (uint64_t)maxbs : NBD_DEFAULT_PAYLOAD;
     n->max_payload = VIO_MIN(n->max_payload, (uint64_t)NBD_DEFAULT_PAYLOAD);
     n->b.block_size = 512;
