@@ -808,13 +808,13 @@ int vio_serve_main(int argc, char **argv)
         vio_err("unexpected argument '%s' (see vio serve --help)", argv[optind]);
         return 2;
     }
+    if (nlun && !nscsi) {
+        vio_err("--lun needs a controller: give --scsi id=ID,socket=PATH too");
+        return 2;
+    }
     if (nblk + nnet + nscsi + nuplink == 0) {
         vio_err("nothing to serve: give at least one --blk, --scsi, --net or --uplink "
                 "(see vio serve --help)");
-        return 2;
-    }
-    if (nlun && !nscsi) {
-        vio_err("--lun needs a controller: give --scsi id=ID,socket=PATH too");
         return 2;
     }
     if (nblk + nnet + nscsi > SERVE_MAX_DEVICES) {
