@@ -1,5 +1,6 @@
 /* vio bench: subcommand dispatch and the shared measuring pieces (see
- * bench.h). The workloads are in bench_blk.c and bench_net.c. */
+ * bench.h). The workloads are in bench_blk.c, bench_scsi.c (both on
+ * bench_disk.c) and bench_net.c. */
 #include "bench/bench.h"
 
 #include <errno.h>
@@ -162,6 +163,7 @@ void bench_out_end(struct bench_out *o)
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vio bench blk --socket PATH [options]   (vio bench blk --help)\n"
+               "       vio bench scsi --socket PATH [options]  (vio bench scsi --help)\n"
                "       vio bench net --tx PATH --rx PATH [options] (vio bench net --help)\n"
                "\n"
                "Drive a vhost-user device from this process, acting as its virtio driver,\n"
@@ -179,6 +181,8 @@ int vio_bench_main(int argc, char **argv)
         return vio_bench_blk_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "net") == 0)
         return vio_bench_net_main(argc - 1, argv + 1);
+    if (strcmp(argv[1], "scsi") == 0)
+        return vio_bench_scsi_main(argc - 1, argv + 1);
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
         usage(stdout);
         return 0;

@@ -51,5 +51,6 @@ void bench_out_end(struct bench_out *o);
 int vio_bench_main(int argc, char **argv);
 int vio_bench_blk_main(int argc, char **argv);
 int vio_bench_net_main(int argc, char **argv);
+int vio_bench_scsi_main(int argc, char **argv);
 
 #endif
