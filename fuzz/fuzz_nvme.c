@@ -1,12 +1,14 @@
 /* libFuzzer target for the emulated NVMe controller (src/emul/nvme.c,
  * nvme_io.c): the input is what a hostile driver controls. Byte 0 says how
- * many 256-byte blocks of guest memory follow (placed at 0x6000, past the
+ * many 256-byte blocks of guest memory follow (placed at 0x7000, past the
  * queues: PRP lists, DSM ranges, data); the rest is a series of records,
  * each a kind byte then either a 64-byte submission queue entry for the
  * admin queue (odd kind) or I/O queue 1 (even), or (kind >= 0x80) a
- * register/doorbell write of 2 offset and 4 value bytes. The controller is enabled with one I/O
- * queue pair on a null namespace first. Every completion must carry a status of a known type, the
- * id of a command that was submitted on that queue, and no queue may complete more commands than
+ * register/doorbell write of 2 offset and 4 value bytes. Doorbell Buffer
+ * Config is pointed at pages the harness keeps queue 1's shadow values in.
+ * The controller is enabled with one I/O queue pair on a null namespace
+ * first. Every completion must carry a status of a known type and the id
+ * of the queue it came from, and no queue may complete more commands than
  * were submitted to it. */
 #include <assert.h>
 #include <stdbool.h>
@@ -26,7 +28,9 @@
 #define SQ1      0x3000u
 #define CQ1      0x4000u
 #define QENT     16u
-#define FREE_MEM 0x6000u
+#define DBS      0x5000u /* shadow doorbells, kept by the harness for queue 1 */
+#define EIS      0x6000u
+#define FREE_MEM 0x7000u
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -84,6 +88,8 @@ static void reap(struct vio_nvme *n, struct q *q, unsigned qi)
             q->head = 0;
             q->phase ^= 1;
         }
+        if (qi)
+            memcpy(ram + DBS + 8 * qi + 4, &(uint32_t){q->head}, 4);
         wr(n, 0x1000 + 8 * qi + 4, q->head);
     }
 }
@@ -102,6 +108,8 @@ static void cmd(struct vio_nvme *n, struct vio_loop *l, struct q *q, unsigned qi
     memcpy(e, sqe, 64);
     q->tail = (uint16_t)((q->tail + 1) % QENT);
     q->submitted++; /* Asynchronous Event Requests may never complete */
+    if (qi)
+        memcpy(ram + DBS + 8 * qi, &(uint32_t){q->tail}, 4);
     wr(n, 0x1000 + 8 * qi, q->tail);
     pump(l);
     reap(n, q, qi);
@@ -220,6 +228,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (kind & 1) {
             if (!harmless(sqe))
                 continue;
+            if (sqe[0] == 0x7c) { /* shadow doorbells: where the harness keeps them */
+                memset(sqe + 24, 0, 16);
+                st32(sqe + 24, DBS);
+                st32(sqe + 32, EIS);
+            }
             cmd(n, &loop, &aq, 0, sqe);
         } else {
             cmd(n, &loop, &iq, 1, sqe);

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "emul/nvme_int.h"
@@ -180,6 +181,64 @@ static void cq_free(struct nvme_cq *cq)
     free(cq);
 }
 
+/* Lock held. Make a doorbell register of I/O queue @qid (@cq: its head
+ * doorbell) a KVM ioeventfd on @fd (assign) or trap it again. Only while
+ * shadow doorbells are in use: the value written is then not needed, and
+ * the write wakes the worker without a trip through this process. A
+ * failure leaves the doorbell trapped, which works too. */
+static void set_ioeventfd(struct vio_nvme *n, unsigned qid, bool cq, int fd, bool *state,
+                          bool assign)
+{
+    struct kvm_ioeventfd e = {
+        .addr = n->bar0 + REG_DBS + 8ull * qid + (cq ? 4 : 0),
+        .len = 4,
+        .fd = fd,
+        .flags = assign ? 0 : KVM_IOEVENTFD_FLAG_DEASSIGN,
+    };
+
+    if (*state == assign || (assign && (!n->on_pci || !n->bar0_mapped)))
+        return;
+    if (ioctl(n->vm->vm_fd, KVM_IOEVENTFD, &e) < 0 && assign) {
+        vio_warn("%s: ioeventfd for the doorbell at 0x%llx: %s (it stays trapped)", n->id,
+                 (unsigned long long)e.addr, strerror(errno));
+        return;
+    }
+    *state = assign;
+}
+
+static void sq_shadow_call(struct vio_call *c)
+{
+    struct nvme_sq *sq = c->arg;
+
+    nvme_sq_set_shadow(sq, sq->n->dbs + 8 * sq->qid, sq->n->eis + 8 * sq->qid);
+    vio_call_done(c, 0);
+}
+
+static void cq_shadow_call(struct vio_call *c)
+{
+    struct nvme_cq *cq = c->arg;
+
+    nvme_cq_set_shadow(cq, cq->n->dbs + 8 * cq->qid + 4, cq->n->eis + 8 * cq->qid + 4);
+    vio_call_done(c, 0);
+}
+
+/* Lock held. Switch an I/O queue to the shadow doorbells in n->dbs/eis. */
+static void sq_shadow_on(struct vio_nvme *n, struct nvme_sq *sq)
+{
+    struct vio_call c = {.fn = sq_shadow_call, .arg = sq};
+
+    vio_loop_call(sq->cq->loop, &c);
+    set_ioeventfd(n, sq->qid, false, sq->efd, &sq->ioeventfd, true);
+}
+
+static void cq_shadow_on(struct vio_nvme *n, struct nvme_cq *cq)
+{
+    struct vio_call c = {.fn = cq_shadow_call, .arg = cq};
+
+    vio_loop_call(cq->loop, &c);
+    set_ioeventfd(n, cq->qid, true, cq->efd, &cq->ioeventfd, true);
+}
+
 /* Take I/O SQ @qid out of the table, let its commands finish, free it. */
 static void sq_delete(struct vio_nvme *n, uint16_t qid)
 {
@@ -189,6 +248,7 @@ static void sq_delete(struct vio_nvme *n, uint16_t qid)
     pthread_rwlock_wrlock(&n->qlock);
     n->sq[qid] = NULL;
     pthread_rwlock_unlock(&n->qlock);
+    set_ioeventfd(n, qid, false, sq->efd, &sq->ioeventfd, false);
     c.fn = nvme_sq_stop_begin;
     vio_loop_call(sq->cq->loop, &c);
     c.fn = sq_stop_finish_call;
@@ -205,6 +265,7 @@ static void cq_delete(struct vio_nvme *n, uint16_t qid)
     pthread_rwlock_wrlock(&n->qlock);
     n->cq[qid] = NULL;
     pthread_rwlock_unlock(&n->qlock);
+    set_ioeventfd(n, qid, true, cq->efd, &cq->ioeventfd, false);
     vio_loop_call(cq->loop, &c);
     cq_free(cq);
 }
@@ -243,6 +304,7 @@ static void features_reset(struct vio_nvme *n)
 static void ctrl_reset(struct vio_nvme *n)
 {
     delete_io_queues(n);
+    n->dbs = n->eis = NULL;
     n->admin_ok = false;
     n->naer = n->naen = 0;
     n->err_masked = false;
@@ -329,9 +391,9 @@ static void id_ctrl(struct vio_nvme *n, uint8_t *d)
     d[77] = VIO_NVME_MDTS;
     st16(d + 78, 0); /* CNTLID */
     st32(d + 80, NVME_VS_1_4);
-    d[111] = 1;       /* CNTRLTYPE: I/O controller */
-    st16(d + 256, 0); /* OACS: no optional admin commands */
-    d[258] = 3;       /* ACL: 4 Aborts */
+    d[111] = 1;             /* CNTRLTYPE: I/O controller */
+    st16(d + 256, 1u << 8); /* OACS: Doorbell Buffer Config */
+    d[258] = 3;             /* ACL: 4 Aborts */
     d[259] = NVME_AERL;
     d[260] = 0x03;                    /* FRMW: one slot, read-only */
     d[261] = 0;                       /* LPA */
@@ -447,6 +509,8 @@ static unsigned adm_create_cq(struct vio_nvme *n, const struct nvme_cmd *c)
         cq_free(cq);
         return NVME_SC_INTERNAL;
     }
+    if (n->dbs)
+        cq_shadow_on(n, cq);
     pthread_rwlock_wrlock(&n->qlock);
     n->cq[qid] = cq;
     pthread_rwlock_unlock(&n->qlock);
@@ -493,6 +557,8 @@ static unsigned adm_create_sq(struct vio_nvme *n, const struct nvme_cmd *c)
     for (unsigned i = 0; i < size; i++)
         sq->reqs[i].sq = sq;
     sq->cq->nsq++;
+    if (n->dbs)
+        sq_shadow_on(n, sq);
     pthread_rwlock_wrlock(&n->qlock);
     n->sq[qid] = sq;
     pthread_rwlock_unlock(&n->qlock);
@@ -667,6 +733,31 @@ static unsigned adm_features(struct vio_nvme *n, const struct nvme_cmd *c, bool 
     return NVME_SC_SUCCESS;
 }
 
+/* Doorbell Buffer Config (1.4, 5.7): PRP1 the shadow doorbells, PRP2 the
+ * event indexes, one page each, laid out like the doorbell registers. */
+static unsigned adm_dbbuf(struct vio_nvme *n, const struct nvme_cmd *c)
+{
+    uint8_t *dbs, *eis;
+
+    if ((c->prp1 | c->prp2) & (NVME_PAGE - 1))
+        return NVME_SC_INVALID_FIELD;
+    dbs = vio_gmem_map(n->mem, c->prp1, NVME_PAGE);
+    eis = vio_gmem_map(n->mem, c->prp2, NVME_PAGE);
+    if (!dbs || !eis || dbs == eis)
+        return NVME_SC_INVALID_FIELD;
+    n->dbs = dbs;
+    n->eis = eis;
+    for (unsigned q = 1; q <= n->max_ioq; q++) {
+        if (n->cq[q])
+            cq_shadow_on(n, n->cq[q]);
+    }
+    for (unsigned q = 1; q <= n->max_ioq; q++) {
+        if (n->sq[q])
+            sq_shadow_on(n, n->sq[q]);
+    }
+    return NVME_SC_SUCCESS;
+}
+
 /* Execute admin command @c. Returns its status; *post false for a
  * command that completes later (AER). */
 static unsigned admin_exec(struct vio_nvme *n, const struct nvme_cmd *c, uint32_t *res, bool *post)
@@ -702,6 +793,8 @@ static unsigned admin_exec(struct vio_nvme *n, const struct nvme_cmd *c, uint32_
         n->aer_cid[n->naer++] = c->cid;
         *post = false;
         return NVME_SC_SUCCESS;
+    case NVME_ADM_DBBUF:
+        return adm_dbbuf(n, c);
     case NVME_ADM_KEEP_ALIVE:
         return NVME_SC_SUCCESS;
     default:
@@ -1004,22 +1097,28 @@ json_t *vio_nvme_info(struct vio_nvme *n)
 {
     struct vio_nvme_stats s;
     json_t *ns = json_array();
-    unsigned nsq = 0;
+    unsigned nsq = 0, nioev = 0;
+    bool shadow;
 
     vio_nvme_get_stats(n, &s);
     for (unsigned i = 0; i < n->nns; i++)
         json_array_append_new(ns, n->ns[i].bdev->ops->info(n->ns[i].bdev));
     pthread_mutex_lock(&n->lock);
-    for (unsigned q = 1; q <= n->max_ioq; q++)
+    for (unsigned q = 1; q <= n->max_ioq; q++) {
         nsq += n->sq[q] != NULL;
+        nioev += (n->sq[q] && n->sq[q]->ioeventfd) + (n->cq[q] && n->cq[q]->ioeventfd);
+    }
+    shadow = n->dbs != NULL;
     pthread_mutex_unlock(&n->lock);
-    return json_pack("{s:s, s:s, s:i, s:s, s:i, s:i, s:I, s:I, s:I, s:I, s:I, s:I, s:o}", "id",
-                     n->id, "type", "nvme", "pci_slot", n->on_pci ? (int)n->pdev.slot : -1,
+    return json_pack("{s:s, s:s, s:i, s:s, s:i, s:i, s:b, s:i, s:I, s:I, s:I, s:I, s:I, s:I, "
+                     "s:o}",
+                     "id", n->id, "type", "nvme", "pci_slot", n->on_pci ? (int)n->pdev.slot : -1,
                      "serial", n->serial, "io_queues_max", (int)n->max_ioq, "io_queues", (int)nsq,
-                     "admin_cmds", (json_int_t)s.admin_cmds, "io_cmds", (json_int_t)s.io_cmds,
-                     "read_bytes", (json_int_t)s.read_bytes, "write_bytes",
-                     (json_int_t)s.write_bytes, "errors", (json_int_t)s.errors, "bad_doorbell",
-                     (json_int_t)s.bad_doorbell, "namespaces", ns);
+                     "shadow_doorbells", shadow, "doorbell_ioeventfds", (int)nioev, "admin_cmds",
+                     (json_int_t)s.admin_cmds, "io_cmds", (json_int_t)s.io_cmds, "read_bytes",
+                     (json_int_t)s.read_bytes, "write_bytes", (json_int_t)s.write_bytes, "errors",
+                     (json_int_t)s.errors, "bad_doorbell", (json_int_t)s.bad_doorbell, "namespaces",
+                     ns);
 }
 
 /* ---- the PCI function ---- */
@@ -1079,7 +1178,33 @@ static void cfg_written(struct vio_pci_dev *d, unsigned off, unsigned len)
         vio_msix_cfg_written(&n->msix);
 }
 
-static const struct vio_pci_dev_ops nvme_pci_ops = {.cfg_written = cfg_written};
+/* The guest moved BAR0: the doorbell ioeventfds move with it. */
+static void bar_mapped(struct vio_pci_dev *d, unsigned bar, uint64_t addr, bool mapped)
+{
+    struct vio_nvme *n = d->opaque;
+
+    if (bar != 0)
+        return;
+    pthread_mutex_lock(&n->lock);
+    for (unsigned q = 1; q <= n->max_ioq; q++) {
+        if (n->sq[q])
+            set_ioeventfd(n, q, false, n->sq[q]->efd, &n->sq[q]->ioeventfd, false);
+        if (n->cq[q])
+            set_ioeventfd(n, q, true, n->cq[q]->efd, &n->cq[q]->ioeventfd, false);
+    }
+    n->bar0 = addr;
+    n->bar0_mapped = mapped;
+    for (unsigned q = 1; n->dbs && q <= n->max_ioq; q++) {
+        if (n->sq[q])
+            set_ioeventfd(n, q, false, n->sq[q]->efd, &n->sq[q]->ioeventfd, true);
+        if (n->cq[q])
+            set_ioeventfd(n, q, true, n->cq[q]->efd, &n->cq[q]->ioeventfd, true);
+    }
+    pthread_mutex_unlock(&n->lock);
+}
+
+static const struct vio_pci_dev_ops nvme_pci_ops = {.bar_mapped = bar_mapped,
+                                                    .cfg_written = cfg_written};
 
 int vio_nvme_create(const struct vio_nvme_opts *o, struct vio_vm *vm, struct vio_pci *pci,
                     struct vio_nvme **out)
@@ -1091,6 +1216,7 @@ int vio_nvme_create(const struct vio_nvme_opts *o, struct vio_vm *vm, struct vio
     if (ret < 0)
         return ret;
     n->irq_opaque = n;
+    n->vm = vm;
     /* No vendor of our own: the id space vio's virtio devices use, with a
      * device id outside virtio's. Linux binds nvme by class 01/08/02. */
     ret = vio_pci_dev_init(pci, &n->pdev, o->id, 0x1af4, 0x10f0, 0x010802, 0, 0x1af4, 0x10f0,

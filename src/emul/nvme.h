@@ -4,9 +4,10 @@
  * What is modelled: the BAR0 registers (CAP, VS, CC, CSTS, AQA, ASQ, ACQ,
  * doorbells at 0x1000 with stride 4), enable / reset / shutdown, the admin
  * queue (Identify, queue creation and deletion, features, log pages, Abort,
- * Asynchronous Event Request, Keep Alive) and the NVM I/O commands (Read,
- * Write, Flush, Write Zeroes, Dataset Management) with PRP lists. Every
- * completion queue has its own MSI-X vector (admin: vector 0).
+ * Asynchronous Event Request, Keep Alive, Doorbell Buffer Config) and the
+ * NVM I/O commands (Read, Write, Flush, Write Zeroes, Dataset Management)
+ * with PRP lists. Every completion queue has its own MSI-X vector (admin:
+ * vector 0).
  *
  * Everything the guest hands over is untrusted: register values, queue
  * geometry, SQ entries, PRPs, LBA ranges, DSM range lists, doorbell values.
@@ -18,7 +19,9 @@
  * there, under the controller's lock. I/O queue pairs run on worker loops
  * (vio run's I/O threads): an SQ tail doorbell stores the tail and signals
  * the queue's eventfd, so the worker fetches, submits to the backend,
- * completes and interrupts; the vCPU only traps the doorbell write. */
+ * completes and interrupts; the vCPU only traps the doorbell write. Once
+ * the driver sets up shadow doorbells (Doorbell Buffer Config) the I/O
+ * doorbells are KVM ioeventfds and the workers read the shadow values. */
 #ifndef VIO_EMUL_NVME_H
 #define VIO_EMUL_NVME_H
 

@@ -65,6 +65,7 @@ enum {
     NVME_ADM_GET_FEATURES = 0x0a,
     NVME_ADM_AER = 0x0c,
     NVME_ADM_KEEP_ALIVE = 0x18,
+    NVME_ADM_DBBUF = 0x7c,
 };
 
 /* NVM command set opcodes. */
@@ -126,6 +127,11 @@ struct nvme_cq {
     int efd;             /* wakes the stalled SQs */
     struct vio_handler h;
     unsigned nsq; /* SQs bound (controller lock) */
+    /* Shadow doorbell and event index (Doorbell Buffer Config), or NULL;
+     * set on the worker. */
+    uint8_t *db_shadow, *ei_shadow;
+    uint16_t shadow_head; /* last valid head read from the shadow */
+    bool ioeventfd;       /* the head doorbell is a KVM ioeventfd (lock) */
 };
 
 struct nvme_sq {
@@ -147,6 +153,8 @@ struct nvme_sq {
     struct vio_call *drain_call;
     struct nvme_sq *cq_next;
     struct vio_ratelimit rl;
+    uint8_t *db_shadow, *ei_shadow; /* as in nvme_cq */
+    bool ioeventfd;
 };
 
 struct vio_nvme {
@@ -190,12 +198,18 @@ struct vio_nvme {
     struct nvme_cq *cq[VIO_NVME_MAX_IOQ + 1];
 
     atomic_bool vwc; /* volatile write cache enabled */
+    /* Doorbell Buffer Config: host pages of shadow doorbells and event
+     * indexes for the I/O queues, or NULL (lock). */
+    uint8_t *dbs, *eis;
     struct {
         vio_counter_t admin_cmds, io_cmds, read_bytes, write_bytes, reads, writes;
         vio_counter_t errors, bad_doorbell;
     } st;
 
     /* PCI function (vio run). */
+    struct vio_vm *vm;
+    uint64_t bar0;
+    bool bar0_mapped;
     struct vio_pci_dev pdev;
     struct vio_msix msix;
     bool on_pci, msix_ok;
@@ -220,8 +234,8 @@ void nvme_cmd_decode(const uint8_t *p, struct nvme_cmd *c);
 /* Post a completion to @cq (its owner's thread; never when full). */
 void nvme_cq_post(struct nvme_cq *cq, uint32_t dw0, uint16_t sqid, uint16_t sqhd, uint16_t cid,
                   unsigned status);
-/* Free entries of @cq. */
-unsigned nvme_cq_room(const struct nvme_cq *cq);
+/* Free entries of @cq (its owner's thread). */
+unsigned nvme_cq_room(struct nvme_cq *cq);
 /* Raise @cq's vector if a completion was posted since the last call. */
 void nvme_cq_notify(struct nvme_cq *cq);
 
@@ -233,5 +247,9 @@ void nvme_sq_stop_begin(struct vio_call *c);
 void nvme_sq_stop_finish(struct nvme_sq *sq);
 int nvme_cq_start(struct nvme_cq *cq);
 void nvme_cq_stop(struct nvme_cq *cq);
+/* On the queue's loop: start using shadow doorbell @db and event index
+ * @ei (host pointers into the Doorbell Buffer Config pages). */
+void nvme_sq_set_shadow(struct nvme_sq *sq, uint8_t *db, uint8_t *ei);
+void nvme_cq_set_shadow(struct nvme_cq *cq, uint8_t *db, uint8_t *ei);
 
 #endif

@@ -132,10 +132,33 @@ unsigned nvme_map_prp(const struct vio_gmem *mem, uint64_t prp1, uint64_t prp2, 
 
 /* ---- completion queues ---- */
 
-unsigned nvme_cq_room(const struct nvme_cq *cq)
+/* A shadow doorbell (host memory, written by the driver). Pairs with the
+ * driver's write barrier between updating it and reading the event index. */
+static uint32_t shadow_load(const uint8_t *p)
 {
-    uint16_t head = atomic_load(&cq->head);
-    unsigned used = (unsigned)(cq->tail + cq->size - head) % cq->size;
+    return vio_le32(__atomic_load_n((const uint32_t *)p, __ATOMIC_ACQUIRE));
+}
+
+static void shadow_store(uint8_t *p, uint32_t v)
+{
+    __atomic_store_n((uint32_t *)p, vio_to_le32(v), __ATOMIC_RELEASE);
+}
+
+unsigned nvme_cq_room(struct nvme_cq *cq)
+{
+    uint16_t head;
+    unsigned used;
+
+    if (cq->db_shadow) {
+        uint32_t v = shadow_load(cq->db_shadow);
+
+        if (v < cq->size) /* a bad value leaves the last good one */
+            cq->shadow_head = (uint16_t)v;
+        head = cq->shadow_head;
+    } else {
+        head = atomic_load(&cq->head);
+    }
+    used = (unsigned)(cq->tail + cq->size - head) % cq->size;
 
     return cq->size - 1u - used;
 }
@@ -452,9 +475,33 @@ static bool cq_has_room(struct nvme_cq *cq)
     if (cq->reserved < nvme_cq_room(cq))
         return true;
     atomic_store(&cq->stalled, true);
+    /* With shadow doorbells the driver writes the head register only when
+     * it passes the event index: ask for the next move. */
+    if (cq->ei_shadow) {
+        shadow_store(cq->ei_shadow, cq->shadow_head);
+        atomic_thread_fence(memory_order_seq_cst);
+    }
     /* seq_cst store then load, against the doorbell's store of the head
      * then load of stalled. */
     return cq->reserved < nvme_cq_room(cq);
+}
+
+/* The driver's tail: the shadow doorbell when there is one (a value past
+ * the queue counts as no new entries), else the doorbell register. */
+static uint16_t sq_tail(struct nvme_sq *sq)
+{
+    if (sq->db_shadow) {
+        uint32_t v = shadow_load(sq->db_shadow);
+
+        if (v < sq->size)
+            return (uint16_t)v;
+        if (vio_ratelimit_ok(&sq->rl))
+            vio_warn("%s: queue %u: shadow tail %u past the queue's %u entries: ignored", sq->n->id,
+                     sq->qid, v, sq->size);
+        return sq->head;
+    }
+    /* Pairs with the release store of the doorbell. */
+    return atomic_load_explicit(&sq->tail, memory_order_acquire);
 }
 
 /* Fetch and execute up to a queue's worth of entries per pass; if more
@@ -474,11 +521,18 @@ static void run_sq(struct nvme_sq *sq)
     do {
         sq->again = false;
         for (unsigned budget = sq->size; !sq->stopping; budget--) {
-            /* Pairs with the release store of the doorbell. */
-            uint16_t tail = atomic_load_explicit(&sq->tail, memory_order_acquire);
+            uint16_t tail = sq_tail(sq);
             struct nvme_cmd c;
             struct nvme_req *r;
 
+            if (sq->head == tail && sq->ei_shadow) {
+                /* Caught up: tell the driver to ring for anything newer,
+                 * then look once more for entries that raced with it
+                 * (full fence: store of the index, load of the tail). */
+                shadow_store(sq->ei_shadow, tail);
+                atomic_thread_fence(memory_order_seq_cst);
+                tail = sq_tail(sq);
+            }
             if (sq->head == tail)
                 break;
             if (!budget) {
@@ -569,6 +623,27 @@ fail:
     while (i-- > 0)
         n->ns[i].bdev->ops->queue_close(sq->bq[i]);
     return ret;
+}
+
+void nvme_sq_set_shadow(struct nvme_sq *sq, uint8_t *db, uint8_t *ei)
+{
+    sq->db_shadow = db;
+    sq->ei_shadow = ei;
+    run_sq(sq); /* updates the event index, takes what is there */
+}
+
+void nvme_cq_set_shadow(struct nvme_cq *cq, uint8_t *db, uint8_t *ei)
+{
+    uint32_t v = shadow_load(db);
+
+    /* Start from the register's head unless the shadow has a valid one. */
+    cq->shadow_head = v < cq->size ? (uint16_t)v : atomic_load(&cq->head);
+    cq->db_shadow = db;
+    cq->ei_shadow = ei;
+    shadow_store(ei, cq->shadow_head);
+    atomic_store(&cq->stalled, false);
+    for (struct nvme_sq *sq = cq->sqs; sq; sq = sq->cq_next)
+        run_sq(sq);
 }
 
 void nvme_sq_stop_begin(struct vio_call *c)

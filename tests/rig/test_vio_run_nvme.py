@@ -33,6 +33,8 @@ wait_l2_ready nv 240
 vio ctl -s /tmp/run.sock device.list > /tmp/devs.json
 kv ctl_nvme "$(grep -o '"type": "nvme"' /tmp/devs.json | wc -l)"
 kv ctl_ioq "$(grep -o '"io_queues": [0-9]*' /tmp/devs.json | tr -d ' ' | tr '\n' ' ')"
+kv ctl_shadow "$(grep -o '"shadow_doorbells": [a-z]*' /tmp/devs.json | tr -d ' ' | tr '\n' ' ')"
+kv ctl_ioev "$(grep -o '"doorbell_ioeventfds": [0-9]*' /tmp/devs.json | tr -d ' ' | tr '\n' ' ')"
 wait_l2_verdict nv 240
 wait_l2_exit nv 30
 kv nv_exit $?
@@ -98,6 +100,10 @@ pass
     # its I/O queues by the time it was ready (one per vCPU).
     assert kv["ctl_nvme"] == "2", kv
     assert kv["ctl_ioq"].split() == ['"io_queues":2', '"io_queues":2'], kv
+    # The driver set up shadow doorbells (Doorbell Buffer Config), so the
+    # I/O doorbells are ioeventfds: 2 SQ + 2 CQ per controller.
+    assert kv["ctl_shadow"].split() == ['"shadow_doorbells":true'] * 2, kv
+    assert kv["ctl_ioev"].split() == ['"doorbell_ioeventfds":4'] * 2, kv
     assert kv["nv_exit"] == "0", "vio run exited %s\n%s" % (kv["nv_exit"], logs)
     # Each CPU's writer went through its own I/O queue and interrupt.
     qirqs = [int(x) for x in kv["nv.qirqs"].split()]

@@ -87,6 +87,7 @@ struct fx {
     uint16_t sq_tail[NQ + 1], cq_head[NQ + 1], qsize[NQ + 1];
     uint8_t phase[NQ + 1];
     uint16_t cid;
+    uint8_t *dbs; /* shadow doorbells in use, or NULL */
 };
 
 static uint8_t *g(struct fx *f, uint64_t gpa)
@@ -237,6 +238,8 @@ static uint16_t put(struct fx *f, unsigned q, const struct cmd *c)
 
 static void ring(struct fx *f, unsigned q)
 {
+    if (f->dbs && q)
+        st32(f->dbs + 8 * q, f->sq_tail[q]);
     wr(f, 0x1000 + 8 * q, f->sq_tail[q]);
 }
 
@@ -258,6 +261,8 @@ static bool reap(struct fx *f, unsigned q, struct cpl *out)
         f->cq_head[q] = 0;
         f->phase[q] ^= 1;
     }
+    if (f->dbs && q)
+        st32(f->dbs + 8 * q + 4, f->cq_head[q]);
     wr(f, 0x1000 + 8 * q + 4, f->cq_head[q]);
     return true;
 }
@@ -350,6 +355,7 @@ static void test_registers_and_identify(void **state)
     assert_int_equal(ld16(d + 520) & 0xc, 0xc); /* DSM, Write Zeroes */
     assert_true(d[524] & 1);                    /* volatile write cache */
     assert_int_equal(ld32(d + 80), 0x00010400);
+    assert_int_equal(ld16(d + 256), 1u << 8); /* OACS: Doorbell Buffer Config */
 
     memset(d, 0xee, 4096);
     c.cdw10 = 0; /* namespace 1 */
@@ -392,7 +398,7 @@ static void test_registers_and_identify(void **state)
     assert_int_equal(admin(f, &c), S_INV_OPC);
     c.opc = 0x81;
     assert_int_equal(admin(f, &c), S_INV_OPC);
-    c.opc = 0x7c; /* doorbell buffer config: not offered */
+    c.opc = 0x7d;
     assert_int_equal(admin(f, &c), S_INV_OPC);
     assert_true(f->irqs[0] > 0);
 }
@@ -889,6 +895,96 @@ static void test_reset_shutdown_fatal(void **state)
     assert_int_equal(rd(f, 0x1c) & 1, 1);
 }
 
+#define DBS_GPA 0x60000ull
+#define EIS_GPA 0x61000ull
+
+static void test_shadow_doorbells(void **state)
+{
+    struct fx *f = *state;
+    uint8_t *ei = g(f, EIS_GPA);
+    struct cmd c = {.opc = 0x7c, .prp1 = DBS_GPA, .prp2 = EIS_GPA + 8};
+    struct cpl p;
+
+    enable(f);
+    create_pair(f, 1, 16);                       /* made before the shadow buffers: switched over */
+    assert_int_equal(admin(f, &c), S_INV_FIELD); /* misaligned */
+    c.prp2 = OUTSIDE;
+    assert_int_equal(admin(f, &c), S_INV_FIELD);
+    c.prp2 = DBS_GPA;
+    assert_int_equal(admin(f, &c), S_INV_FIELD); /* one page for both */
+    c.prp2 = EIS_GPA;
+    memset(ei, 0xff, 4096);
+    assert_int_equal(admin(f, &c), S_OK);
+    f->dbs = g(f, DBS_GPA);
+    assert_int_equal(ld32(ei + 8), 0);     /* SQ 1: caught up at 0 */
+    assert_int_equal(ld32(ei + 8 + 4), 0); /* CQ 1: head 0 */
+
+    /* The shadow tail counts, not the value written to the register. */
+    c = rw(0x02, 0, 1, RBUF_GPA, 0);
+    put(f, 1, &c);
+    put(f, 1, &c);
+    st32(f->dbs + 8, f->sq_tail[1]);
+    wr(f, 0x1000 + 8, 0);
+    pump(f);
+    for (int i = 0; i < 2; i++) {
+        assert_true(reap(f, 1, &p));
+        assert_int_equal(p.status, S_OK);
+    }
+    assert_false(reap(f, 1, &p));
+    assert_int_equal(ld32(ei + 8), 2); /* the event index follows */
+    /* A shadow tail past the queue is not taken; a good one then is. */
+    put(f, 1, &c);
+    st32(f->dbs + 8, 100);
+    wr(f, 0x1000 + 8, 0);
+    pump(f);
+    assert_false(reap(f, 1, &p));
+    ring(f, 1);
+    pump(f);
+    assert_true(reap(f, 1, &p));
+    assert_int_equal(p.status, S_OK);
+    assert_int_equal(ld32(ei + 8), 3);
+
+    /* A queue made afterwards uses them from the start; its CQ of two
+     * entries fills, and only the shadow head lets it go on. */
+    {
+        struct cmd cq = {
+            .opc = 0x05, .prp1 = CQ_GPA(2), .cdw10 = 1u << 16 | 2, .cdw11 = 2u << 16 | 3};
+        struct cmd sq = {
+            .opc = 0x01, .prp1 = SQ_GPA(2), .cdw10 = 15u << 16 | 2, .cdw11 = 2u << 16 | 1};
+
+        memset(g(f, CQ_GPA(2)), 0, 64);
+        assert_int_equal(admin(f, &cq), S_OK);
+        assert_int_equal(admin(f, &sq), S_OK);
+        f->qsize[2] = 16;
+        f->sq_tail[2] = 0;
+        for (int i = 0; i < 3; i++)
+            put(f, 2, &c);
+        ring(f, 2);
+        pump(f);
+        f->qsize[2] = 2;
+        f->phase[2] = 1;
+        f->cq_head[2] = 0;
+        assert_int_equal(ld32(ei + 16 + 4), 0); /* stalled: ring when the head moves */
+        /* The register alone does not free the entry. */
+        wr(f, 0x1000 + 16 + 4, 1);
+        pump(f);
+        assert_int_equal(ld32(g(f, CQ_GPA(2) + 16 + 12)) >> 16 & 1, 0); /* slot 1 not posted */
+        assert_true(reap(f, 2, &p)); /* writes shadow head 1 and rings */
+        pump(f);
+        assert_true(reap(f, 2, &p));
+        pump(f);
+        assert_true(reap(f, 2, &p));
+        assert_int_equal(p.status, S_OK);
+    }
+    /* A reset forgets the buffers: the register counts again. */
+    wr(f, 0x14, 0);
+    f->dbs = NULL;
+    enable(f);
+    create_pair(f, 1, 16);
+    c = rw(0x02, 0, 1, RBUF_GPA, 0);
+    assert_int_equal(run(f, 1, &c).status, S_OK);
+}
+
 static void test_readonly_namespace(void **state)
 {
     struct fx *f = *state;
@@ -936,6 +1032,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_io, setup, teardown),
         cmocka_unit_test_setup_teardown(test_doorbells_and_full_cq, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reset_shutdown_fatal, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_shadow_doorbells, setup, teardown),
         cmocka_unit_test_setup_teardown(test_readonly_namespace, setup, teardown),
     };
 
