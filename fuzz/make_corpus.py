@@ -304,12 +304,101 @@ def offload():
     write("fuzz_offload", "tso4_helped", offload_input(f, 0, 0, 1, 40, 0, helpers=7))
 
 
+# ---- fuzz_virtio_scsi (layout in fuzz/fuzz_virtio_scsi.c) ----
+
+VS_LUNS = {(0, 0): 0, (1, 5): 1, (2, 0): 2, (3, 0): 3}
+
+
+def vs_lun(target, lun):
+    return bytes([1, target, 0x40 | (lun >> 8), lun & 0xff, 0, 0, 0, 0])
+
+
+def vs_req(target, lun, cdb, data=b""):
+    return vs_lun(target, lun) + struct.pack("<QBBB", 0x5a, 0, 0, 0) + cdb.ljust(32, b"\0") + data
+
+
+def vs_chain(q, bufs, content, lun=None, kick=True):
+    """q: 0/1 request queue, "ctrl"; bufs: (length, writable) pairs."""
+    op = 2 if q == "ctrl" else q
+    n = (len(bufs) - 1) | (0 if kick else 0x40)
+    if lun is not None:
+        n |= 0x08 | VS_LUNS[lun] << 4
+    out = bytes([op, n])
+    for length, w in bufs:
+        out += struct.pack("<HB", length, 1 if w else 0)
+    return out + struct.pack("<H", len(content)) + content
+
+
+def vs_rw10(write, lba, blocks):
+    return bytes([0x2a if write else 0x28, 0]) + struct.pack(">IBH", lba, 0, blocks) + b"\0"
+
+
+def vs_tmf(subtype, target, lun):
+    return struct.pack("<II", 0, subtype) + vs_lun(target, lun) + struct.pack("<Q", 0x5a)
+
+
+def virtio_scsi():
+    t = "fuzz_virtio_scsi"
+    complete, complete_eio, hotplug, kick_all = b"\x04\x00", b"\x04\x01", b"\x05", b"\x07"
+    inquiry = bytes([0x12, 0, 0, 0, 96, 0])
+    write(t, "inquiry", b"\x01" + vs_chain(0, [(51, 0), (108, 1), (96, 1)],
+                                                        vs_req(0, 0, inquiry)))
+    write(t, "write_read", b"\x01" +
+          vs_chain(0, [(51, 0), (1024, 0), (108, 1)], vs_req(1, 5, vs_rw10(True, 0, 2),
+                                                              b"\x11" * 1024)) + complete +
+          vs_chain(1, [(51, 0), (108, 1), (512, 1), (512, 1)],
+                   vs_req(1, 5, vs_rw10(False, 0, 2))) + complete_eio +
+          vs_chain(0, [(51, 0), (108, 1), (4096, 1)], vs_req(0, 0, vs_rw10(False, 7, 1))))
+    write(t, "tmf_wait", b"\x00" +
+          vs_chain(0, [(51, 0), (512, 0), (108, 1)], vs_req(1, 5, vs_rw10(True, 3, 1),
+                                                             b"\x22" * 512)) +
+          vs_chain(1, [(51, 0), (108, 1), (512, 1)], vs_req(1, 5, vs_rw10(False, 3, 1))) +
+          vs_chain("ctrl", [(24, 0), (1, 1)], vs_tmf(5, 1, 5)) +
+          vs_chain("ctrl", [(24, 0), (1, 1)], vs_tmf(0, 1, 5)) +
+          vs_chain("ctrl", [(24, 0), (1, 1)], vs_tmf(4, 1, 0)) +
+          vs_chain("ctrl", [(24, 0), (1, 1)], vs_tmf(5, 0, 0)) +
+          vs_chain("ctrl", [(24, 0), (1, 1)], vs_tmf(2, 0, 0)) + complete)
+    write(t, "hotplug", b"\x01" + b"\x03\x03" + hotplug + hotplug +
+          vs_chain(0, [(51, 0), (108, 1), (36, 1)], vs_req(2, 0, bytes([0x12, 0, 0, 0, 36, 0]))) +
+          hotplug + b"\x03\x00" + hotplug + b"\x03\x85")
+    report = bytes([0xa0, 0, 0, 0, 0, 0]) + struct.pack(">I", 1024) + b"\0\0"
+    write(t, "report_luns", b"\x00" +
+          vs_chain(1, [(51, 0), (108, 1), (1024, 1)], vs_req(0, 1, report)) +
+          vs_chain(0, [(51, 0), (108, 1)], vs_req(3, 0, b"\0" * 6)) +
+          vs_chain(0, [(51, 0), (108, 1)], vs_req(0, 1, b"\0" * 6)))
+    # cdb_size 16, sense_size 32: a 35-byte header and a 44-byte response.
+    write(t, "config", b"\x00" + b"\x06\x18" + struct.pack("<I", 16) +
+          b"\x06\x14" + struct.pack("<I", 32) +
+          vs_chain(0, [(35, 0), (44, 1), (96, 1)], vs_req(0, 0, inquiry)[:35]) +
+          b"\x06\x14" + struct.pack("<I", 7))
+    write(t, "an_query", b"\x00" +
+          vs_chain("ctrl", [(16, 0), (5, 1)], struct.pack("<I", 1) + vs_lun(0, 0) +
+                   struct.pack("<I", 0xff)) +
+          vs_chain("ctrl", [(16, 0), (5, 1)], struct.pack("<I", 9) + vs_lun(0, 0)) +
+          vs_chain("ctrl", [(12, 0), (1, 1)], vs_tmf(5, 0, 0)[:12]))
+    params = struct.pack(">HH4x", 6 + 32, 32) + struct.pack(">QI4x", 0, 8) + \
+        struct.pack(">QI4x", 100, 16)
+    unmap = bytes([0x42, 0, 0, 0, 0, 0, 0]) + struct.pack(">H", len(params)) + b"\0"
+    write(t, "unmap", b"\x00" +
+          vs_chain(0, [(51, 0), (len(params), 0), (108, 1)], vs_req(1, 5, unmap, params)) +
+          complete + complete +
+          vs_chain(1, [(51, 0), (len(params), 0), (108, 1)], vs_req(1, 5, unmap, params)) +
+          vs_chain("ctrl", [(24, 0), (1, 1)], vs_tmf(1, 1, 5)) + complete_eio + complete)
+    write(t, "bad_shapes", b"\x02" +
+          vs_chain(0, [(51, 0), (512, 0), (108, 1), (512, 1)],
+                   vs_req(0, 0, vs_rw10(True, 0, 1))) +
+          vs_chain(0, [(40, 0), (108, 1)], vs_req(0, 0, inquiry)) +
+          vs_chain(1, [(51, 0)] + [(20, 1)] * 7, vs_req(0, 0, inquiry)) +
+          vs_chain(0, [(51, 0), (100, 1)], vs_req(0, 0, inquiry)) + kick_all)
+
+
 def main():
     opts()
     rpc()
     virtq()
     vu_msg()
     offload()
+    virtio_scsi()
     for d in sorted(CORPUS.iterdir()):
         print("%s: %d seeds" % (d.relative_to(CORPUS.parent), len(list(d.iterdir()))))
 
