@@ -200,11 +200,15 @@ static struct scsi_lun *slot_get(struct vio_scsi_hba *hba, unsigned i)
     return atomic_load_explicit(&hba->slots[i], memory_order_acquire);
 }
 
-/* Slot of (target, lun), or -1; and whether the target has any LUN. */
-static int find_slot(struct vio_scsi_hba *hba, unsigned target, unsigned l, bool *target_exists)
+/* The LUN (target, lun) and its slot, or NULL and -1; and whether the
+ * target has any LUN. Each slot is loaded once: a worker uses the pointer
+ * it got, never a second load that a removal may have cleared. */
+static struct scsi_lun *find_lun(struct vio_scsi_hba *hba, unsigned target, unsigned l,
+                                 int *slot, bool *target_exists)
 {
-    int found = -1;
+    struct scsi_lun *found = NULL;
 
+    *slot = -1;
     *target_exists = false;
     for (unsigned i = 0; i < VIO_SCSI_MAX_LUNS; i++) {
         struct scsi_lun *x = slot_get(hba, i);
@@ -212,8 +216,10 @@ static int find_slot(struct vio_scsi_hba *hba, unsigned target, unsigned l, bool
         if (!x || x->target != target)
             continue;
         *target_exists = true;
-        if (x->lun == l)
-            found = (int)i;
+        if (x->lun == l) {
+            found = x;
+            *slot = (int)i;
+        }
     }
     return found;
 }
@@ -484,7 +490,7 @@ static void handle_cmd(void *opaque, struct vio_vq_elem *e)
         r->response = S_BAD_TARGET;
         goto finish;
     }
-    slot = find_slot(hba, target, l, &target_exists);
+    lun = find_lun(hba, target, l, &slot, &target_exists);
     if (!target_exists) {
         r->response = S_BAD_TARGET;
         goto finish;
@@ -493,11 +499,10 @@ static void handle_cmd(void *opaque, struct vio_vq_elem *e)
         report_luns(hba, c, target);
         goto finish;
     }
-    if (slot < 0) {
+    if (!lun) {
         vio_scsi_no_lun(c);
         goto finish;
     }
-    lun = slot_get(hba, (unsigned)slot);
     if (vio_scsi_disk_exec(lun->disk, c) == 0)
         goto finish;
     r->lq = lq_get(q, (unsigned)slot, lun);
@@ -590,7 +595,7 @@ static void handle_tmf(struct scsi_queue *q, struct vio_vq_elem *e)
         tmf_reply(q, e, S_BAD_TARGET);
         return;
     }
-    slot = find_slot(hba, target, l, &target_exists);
+    find_lun(hba, target, l, &slot, &target_exists);
     if (!target_exists) {
         tmf_reply(q, e, S_BAD_TARGET);
         return;
@@ -693,13 +698,14 @@ static void post_event(struct scsi_queue *q, uint32_t event, unsigned target, un
         event |= T_EVENTS_MISSED;
     memset(&ev, 0, sizeof(ev));
     ev.event = vio_to_le32(event);
-    if (event != T_NO_EVENT)
+    if ((event & ~T_EVENTS_MISSED) != T_NO_EVENT)
         encode_lun(ev.lun, target, l);
     ev.reason = vio_to_le32(reason);
     if (e->in_len < sizeof(ev)) {
         vio_vq_fault(q->vq, "event buffer at head %u has %llu writable bytes, needs %zu", e->id,
                      (unsigned long long)e->in_len, sizeof(ev));
         vio_vq_push(q->vq, e, 0);
+        vio_dev_complete(&q->hba->dev, q->vq);
         return;
     }
     q->events_missed = false;
@@ -1019,7 +1025,7 @@ int vio_scsi_hba_add_lun(struct vio_dev *d, const struct vio_scsi_lun_opts *o,
     struct vio_scsi_hba *hba = to_hba(d);
     struct scsi_lun *x = NULL;
     bool target_exists;
-    int free_slot = -1, ret;
+    int free_slot = -1, slot, ret;
 
     if (o->target > VIO_SCSI_MAX_TARGET || o->lun > VIO_SCSI_MAX_LUN) {
         snprintf(err, errlen, "target must be 0..%d and lun 0..%d", VIO_SCSI_MAX_TARGET,
@@ -1036,7 +1042,7 @@ int vio_scsi_hba_add_lun(struct vio_dev *d, const struct vio_scsi_lun_opts *o,
         ret = -EINVAL;
         goto fail;
     }
-    if (find_slot(hba, o->target, o->lun, &target_exists) >= 0) {
+    if (find_lun(hba, o->target, o->lun, &slot, &target_exists)) {
         snprintf(err, errlen, "%s already has LUN %u:%u", d->id, o->target, o->lun);
         ret = -EEXIST;
         goto fail;
@@ -1108,12 +1114,11 @@ int vio_scsi_hba_remove_lun(struct vio_dev *d, unsigned target, unsigned l)
 {
     struct vio_scsi_hba *hba = to_hba(d);
     bool target_exists;
-    int slot = find_slot(hba, target, l, &target_exists);
-    struct scsi_lun *x;
+    int slot;
+    struct scsi_lun *x = find_lun(hba, target, l, &slot, &target_exists);
 
-    if (slot < 0)
+    if (!x)
         return -ENOENT;
-    x = slot_get(hba, (unsigned)slot);
     atomic_store_explicit(&hba->slots[slot], NULL, memory_order_release);
     for (unsigned i = REQ_Q0; i < d->num_queues; i++) {
         struct vio_dev_queue *dq = &d->queues[i];
