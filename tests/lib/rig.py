@@ -443,7 +443,7 @@ class Rig(Guest):
         return False
 
     def wait(self, timeout: float = 300, fail_on_hang: bool = True,
-             restarts: int = 1, silence: Optional[float] = None) -> RigResult:
+             restarts: int = 2, silence: Optional[float] = None) -> RigResult:
         """Wait for L1 to power off (after its test); returns a RigResult.
 
         With fail_on_hang, an L1 soft lockup or RCU stall ends the wait at
@@ -452,7 +452,9 @@ class Rig(Guest):
         host: no output from L1 or its L2s for 20 s, then the RCU stall
         report), not something the test did: L1 is killed
         and, up to `restarts` times, booted afresh to run the whole test
-        again (said on stdout, listed in RigResult.wedges).  An L1 that
+        again (said on stdout, listed in RigResult.wedges). Two restarts by
+        default: a clean-clone run once saw the same test wedge twice in a
+        row (and pass alone, in 24 s, twice).  An L1 that
         powers off without any verdict (its init always prints one) reset
         under TCG and is treated the same, and so is an L1 from which nothing
         (neither its console nor an L2's) has come for @silence seconds
