@@ -660,6 +660,24 @@ static const struct vio_rpc_method serve_methods[] = {
     {NULL, NULL, NULL},
 };
 
+/* Take a device from the command line; its id and socket (sockets[i] for
+ * device i) must be new. On a clash it is still taken, for teardown. */
+static int declare_dev(struct serve *s, struct vio_dev *dev, char (*sockets)[108],
+                       const char *opt, const char *spec)
+{
+    unsigned k = s->ndevs;
+
+    s->devs[s->ndevs++].dev = dev;
+    for (unsigned j = 0; j < k; j++) {
+        if (strcmp(s->devs[j].dev->id, dev->id) == 0 || strcmp(sockets[j], sockets[k]) == 0) {
+            vio_err("%s %s: id or socket already used by device %s", opt, spec,
+                    s->devs[j].dev->id);
+            return -EEXIST;
+        }
+    }
+    return 0;
+}
+
 static void signal_handler(struct vio_handler *h, uint32_t events)
 {
     struct serve *s = vio_container_of(h, struct serve, sig_h);
@@ -832,16 +850,8 @@ int vio_serve_main(int argc, char **argv)
         struct vio_dev *dev;
 
         ret = make_blk(blk_specs[i], &dev, sockets[i], sizeof(sockets[i]));
-        if (ret < 0)
+        if (ret < 0 || declare_dev(&s, dev, sockets, "--blk", blk_specs[i]) < 0)
             goto fail;
-        s.devs[s.ndevs++].dev = dev;
-        for (unsigned j = 0; j < i; j++) {
-            if (strcmp(s.devs[j].dev->id, dev->id) == 0 || strcmp(sockets[j], sockets[i]) == 0) {
-                vio_err("--blk %s: id or socket already used by device %s", blk_specs[i],
-                        s.devs[j].dev->id);
-                goto fail;
-            }
-        }
         total_queues += dev->num_queues;
     }
     for (unsigned i = 0; i < nscsi; i++) {
@@ -849,16 +859,8 @@ int vio_serve_main(int argc, char **argv)
         struct vio_dev *dev;
 
         ret = make_scsi(scsi_specs[i], &dev, sockets[k], sizeof(sockets[k]));
-        if (ret < 0)
+        if (ret < 0 || declare_dev(&s, dev, sockets, "--scsi", scsi_specs[i]) < 0)
             goto fail;
-        s.devs[s.ndevs++].dev = dev;
-        for (unsigned j = 0; j < k; j++) {
-            if (strcmp(s.devs[j].dev->id, dev->id) == 0 || strcmp(sockets[j], sockets[k]) == 0) {
-                vio_err("--scsi %s: id or socket already used by device %s", scsi_specs[i],
-                        s.devs[j].dev->id);
-                goto fail;
-            }
-        }
         total_queues += dev->num_queues;
     }
     for (unsigned i = 0; i < nlun; i++) {
@@ -895,14 +897,8 @@ int vio_serve_main(int argc, char **argv)
             vio_err("--net %s: %s", net_specs[i], err);
             goto fail;
         }
-        s.devs[s.ndevs++].dev = dev;
-        for (unsigned j = 0; j < k; j++) {
-            if (strcmp(s.devs[j].dev->id, dev->id) == 0 || strcmp(sockets[j], sockets[k]) == 0) {
-                vio_err("--net %s: id or socket already used by device %s", net_specs[i],
-                        s.devs[j].dev->id);
-                goto fail;
-            }
-        }
+        if (declare_dev(&s, dev, sockets, "--net", net_specs[i]) < 0)
+            goto fail;
     }
     for (unsigned i = 0; i < nuplink; i++) {
         ret = vio_uplink_create(s.sw, uplink_specs[i], &s.uplinks[s.nuplinks]);

@@ -12,8 +12,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lib"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from guest import Guest, build_guest, new_workdir, pattern_bytes  # noqa: E402
+from guest import Guest, new_workdir, pattern_bytes  # noqa: E402
+from test_blk import allocated, host_tool, make_image  # noqa: E402
 from vioproc import VioServe  # noqa: E402
 
 MiB = 1 << 20
@@ -46,29 +48,6 @@ wait_lun() {
 def scsi_args(sock, queues=1, cid="c0"):
     return ["-chardev", "socket,id=%s,path=%s" % (cid, sock),
             "-device", "vhost-user-scsi-pci,chardev=%s,num_queues=%d" % (cid, queues)]
-
-
-def host_tool(*args):
-    import subprocess
-    tool = str(build_guest().vgtool_host)
-    p = subprocess.run([tool] + [str(a) for a in args], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT)
-    if p.returncode != 0:
-        raise AssertionError("vgtool-host %s: %s" % (" ".join(map(str, args)),
-                                                     p.stdout.decode(errors="replace")))
-    return p.stdout.decode()
-
-
-def make_image(path, size, fill_seed=None):
-    with open(path, "wb") as f:
-        f.truncate(size)
-    if fill_seed is not None:
-        host_tool("write", path, "0", str(size), str(fill_seed))
-        os.sync()
-
-
-def allocated(path):
-    return os.stat(path).st_blocks * 512
 
 
 def lun_stats(vs, target, lun):
