@@ -153,7 +153,7 @@ static int fail(struct vio_scsi_disk *d, struct vio_scsi_cmd *c, uint8_t key, ui
                 uint8_t ascq)
 {
     if (d)
-        vio_counter_add(&d->st.check_conditions, 1);
+        vio_counter_add_shared(&d->st.check_conditions, 1);
     vio_scsi_set_sense(c, key, asc, ascq);
     c->residual = c->data_len;
     return 0;
@@ -479,7 +479,7 @@ static int rw(struct vio_scsi_disk *d, struct vio_scsi_cmd *c, bool write)
     c->bio.len = bytes;
     c->residual = c->data_len - bytes;
     c->pending_op = cdb[0];
-    vio_counter_add(write ? &d->st.writes : &d->st.reads, 1);
+    vio_counter_add_shared(write ? &d->st.writes : &d->st.reads, 1);
     return 1;
 }
 
@@ -525,7 +525,7 @@ static int write_same16(struct vio_scsi_disk *d, struct vio_scsi_cmd *c)
         return fail(d, c, VIO_SENSE_ILLEGAL_REQUEST, ASC_INVALID_FIELD_CDB);
     c->residual = c->data_len - d->bs;
     c->pending_op = cdb[0];
-    vio_counter_add(&d->st.unmaps, unmap);
+    vio_counter_add_shared(&d->st.unmaps, unmap);
     return range_bio(d, c, VIO_BIO_WRITE_ZEROES, unmap ? VIO_BIO_F_UNMAP : 0, lba, n);
 }
 
@@ -576,7 +576,7 @@ static int unmap(struct vio_scsi_disk *d, struct vio_scsi_cmd *c)
         c->unmap_len[i] = n;
     }
     c->pending_op = c->cdb[0];
-    vio_counter_add(&d->st.unmaps, 1);
+    vio_counter_add_shared(&d->st.unmaps, 1);
     return unmap_next(d, c);
 }
 
@@ -629,7 +629,7 @@ int vio_scsi_disk_exec(struct vio_scsi_disk *d, struct vio_scsi_cmd *c)
     c->pending_op = 0;
     c->sense_len = 0;
     c->residual = c->data_len;
-    vio_counter_add(&d->st.cmds, 1);
+    vio_counter_add_shared(&d->st.cmds, 1);
     if (!c->cdb || c->cdb_len == 0)
         return fail(d, c, VIO_SENSE_ILLEGAL_REQUEST, ASC_INVALID_OPCODE);
     need = cdb_size(c->cdb[0]);
@@ -681,7 +681,7 @@ int vio_scsi_disk_exec(struct vio_scsi_disk *d, struct vio_scsi_cmd *c)
         if (not_ready(d))
             return fail(d, c, VIO_SENSE_NOT_READY, ASC_NOT_READY_INIT_REQ);
         c->pending_op = c->cdb[0];
-        vio_counter_add(&d->st.syncs, 1);
+        vio_counter_add_shared(&d->st.syncs, 1);
         return range_bio(d, c, VIO_BIO_FLUSH, 0, 0, 0);
     case 0x93:
         return write_same16(d, c);
@@ -703,7 +703,7 @@ int vio_scsi_disk_bio_done(struct vio_scsi_disk *d, struct vio_scsi_cmd *c, int 
     uint8_t op = c->pending_op;
 
     if (res < 0) {
-        vio_counter_add(&d->st.io_errors, 1);
+        vio_counter_add_shared(&d->st.io_errors, 1);
         c->pending_op = 0;
         /* A remote backend lost its server: nothing reached the medium, or
          * what did is not known to have. ABORTED COMMAND lets the initiator

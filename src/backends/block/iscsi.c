@@ -270,11 +270,11 @@ static void iq_down(struct iscsi_bq *q, const char *why)
     vio_rq_fail_all(&q->rq, -VIO_REMOTE_ENOTCONN);
     q->lost = false;
     if (q->state == IQ_UP) {
-        vio_counter_add(&d->disconnects, 1);
+        vio_counter_add_shared(&d->disconnects, 1);
         vio_warn("%s: session lost (%s); failing requests with ENOTCONN until it is back", d->uri,
                  msg);
     } else {
-        vio_counter_add(&d->connect_failures, 1);
+        vio_counter_add_shared(&d->connect_failures, 1);
         if (vio_ratelimit_ok(&q->rq.rl))
             vio_warn("%s: reconnect failed: %s", d->uri, msg);
     }
@@ -303,7 +303,7 @@ static void iq_check(struct iscsi_bq *q, bool hangup, bool service_failed)
             vio_rq_timer(&q->rq, 0);
             q->rq.backoff_ms = VIO_REMOTE_BACKOFF_MIN_MS;
             set_state(q, IQ_UP);
-            vio_counter_add(&q->d->reconnects, 1);
+            vio_counter_add_shared(&q->d->reconnects, 1);
             vio_info("%s: reconnected", q->d->uri);
         } else if (q->connect_status >= 0 || service_failed || hangup) {
             if (q->connect_status < 0)
@@ -567,7 +567,7 @@ static int iq_open(struct vio_bdev *b, struct vio_loop *loop, unsigned depth,
         sync_fd(q);
     } else {
         /* Not fatal: the queue starts disconnected and keeps trying. */
-        vio_counter_add(&d->connect_failures, 1);
+        vio_counter_add_shared(&d->connect_failures, 1);
         vio_warn("%s: cannot log in: %s; requests fail with ENOTCONN until a reconnect "
                  "succeeds",
                  d->uri, err);

@@ -186,11 +186,11 @@ static void nq_down(struct nbd_bq *q, const char *why)
     q->h = NULL;
     vio_rq_fail_all(&q->rq, -VIO_REMOTE_ENOTCONN);
     if (q->state == NQ_UP) {
-        vio_counter_add(&n->disconnects, 1);
+        vio_counter_add_shared(&n->disconnects, 1);
         vio_warn("%s: connection lost (%s); failing requests with ENOTCONN until it is back",
                  n->uri, why);
     } else {
-        vio_counter_add(&n->connect_failures, 1);
+        vio_counter_add_shared(&n->connect_failures, 1);
         if (vio_ratelimit_ok(&q->rq.rl))
             vio_warn("%s: reconnect failed: %s", n->uri, why);
     }
@@ -209,7 +209,7 @@ static void nq_up(struct nbd_bq *q)
     vio_rq_timer(&q->rq, 0);
     q->rq.backoff_ms = VIO_REMOTE_BACKOFF_MIN_MS;
     set_state(q, NQ_UP);
-    vio_counter_add(&q->n->reconnects, 1);
+    vio_counter_add_shared(&q->n->reconnects, 1);
     vio_info("%s: reconnected", q->n->uri);
     sync_fd(q);
 }
@@ -428,7 +428,7 @@ static int nq_open(struct vio_bdev *b, struct vio_loop *loop, unsigned depth,
         if (q->h)
             nbd_close(q->h);
         q->h = NULL;
-        vio_counter_add(&n->connect_failures, 1);
+        vio_counter_add_shared(&n->connect_failures, 1);
         vio_warn("%s: cannot connect: %s; requests fail with ENOTCONN until a reconnect "
                  "succeeds",
                  n->uri, err);
