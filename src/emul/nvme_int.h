@@ -218,7 +218,7 @@ struct vio_nvme {
 /* Controller counters are shared by every worker: atomic adds. */
 static inline void nvme_count(vio_counter_t *c, uint64_t v)
 {
-    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+    vio_counter_add_shared(c, v);
 }
 
 /* nvme_io.c */
