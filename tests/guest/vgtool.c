@@ -1,5 +1,6 @@
 /*
- * vgtool - deterministic block I/O helper for vio guest tests.
+ * vgtool - deterministic block I/O helper for vio guest tests, plus a
+ * TCP super-frame sender and checker for the NIC offload tests.
  *
  * Built twice by tests/guest/build.sh: statically for the guest initramfs
  * (/bin/vgtool) and natively for the host (build/guest/vgtool-host), so both
@@ -15,12 +16,26 @@
  * Sizes and offsets accept decimal or 0x hex with an optional K/M/G/T suffix
  * (powers of 1024).  Exit status: 0 success, 1 data mismatch, 2 usage or
  * I/O error; a message goes to stderr on any failure.
+ *
+ * tso-send hands the kernel one IPv4/TCP frame of LEN payload bytes (the
+ * pattern at offset 0 for SEED) through a packet socket with a
+ * virtio_net_hdr asking for TSO, so the interface gets a super-frame to
+ * carry whatever the kernel's TCP would have chosen; tso-recv captures the
+ * frames to a TCP port on an interface, puts their payloads together by
+ * sequence number and checks the bytes, the IPv4 header checksums and the
+ * TCP checksums of complete (not checksum-offloaded) frames.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <inttypes.h>
 #include <linux/fs.h>
+#include <linux/if_packet.h>
+#include <linux/virtio_net.h>
+#include <net/ethernet.h>
+#include <net/if.h>
+#include <poll.h>
 #include <scsi/sg.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -28,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/types.h>
 #include <time.h>
@@ -489,6 +505,245 @@ static int cmd_scsi_reset(int argc, char **argv)
     return 0;
 }
 
+/* ---- TCP super-frames (tso-send, tso-recv) ---------------------------- */
+
+#define TSO_MSS     1448
+#define TSO_MAX_LEN 60000 /* payload: one frame stays under 64 KiB */
+#define TSO_SEQ0    1000u
+#define TSO_SPORT   40000
+
+static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len)
+{
+    for (; len > 1; p += 2, len -= 2)
+        sum += (uint32_t)p[0] << 8 | p[1];
+    if (len)
+        sum += (uint32_t)p[0] << 8;
+    return sum;
+}
+
+static uint16_t csum_fold(uint32_t sum)
+{
+    while (sum >> 16)
+        sum = (sum & 0xffff) + (sum >> 16);
+    return (uint16_t)sum;
+}
+
+/* The TCP pseudo-header sum for @tcp_len bytes of segment. */
+static uint32_t tcp_pseudo(const uint8_t *ip, size_t tcp_len)
+{
+    uint32_t sum = csum_add(0, ip + 12, 8);
+
+    return sum + 6 + (uint32_t)tcp_len;
+}
+
+static void put16(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)(v >> 8);
+    p[1] = (uint8_t)v;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    put16(p, (uint16_t)(v >> 16));
+    put16(p + 2, (uint16_t)v);
+}
+
+static uint32_t get32(const uint8_t *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+/* A packet socket on @ifname (index in *@ifindex) that carries a
+ * virtio_net_hdr before each frame. */
+static int packet_socket(const char *ifname, int *ifindex)
+{
+    int one = 1;
+    int fd = socket(AF_PACKET, SOCK_RAW, htons(ETH_P_IP));
+
+    if (fd < 0)
+        die(2, "packet socket: %s", strerror(errno));
+    *ifindex = (int)if_nametoindex(ifname);
+    if (!*ifindex)
+        die(2, "no interface '%s'", ifname);
+    if (setsockopt(fd, SOL_PACKET, PACKET_VNET_HDR, &one, sizeof(one)) < 0)
+        die(2, "PACKET_VNET_HDR: %s", strerror(errno));
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
+                              .sll_ifindex = *ifindex};
+    if (bind(fd, (struct sockaddr *)&sll, sizeof(sll)) < 0)
+        die(2, "bind to %s: %s", ifname, strerror(errno));
+    return fd;
+}
+
+static void parse_mac(const char *s, uint8_t *mac)
+{
+    unsigned v[6];
+    char extra;
+
+    if (sscanf(s, "%x:%x:%x:%x:%x:%x%c", &v[0], &v[1], &v[2], &v[3], &v[4], &v[5], &extra) != 6)
+        die(2, "bad MAC '%s'", s);
+    for (int i = 0; i < 6; i++) {
+        if (v[i] > 255)
+            die(2, "bad MAC '%s'", s);
+        mac[i] = (uint8_t)v[i];
+    }
+}
+
+static size_t tso_len(const char *s)
+{
+    uint64_t len = parse_size("length", s);
+
+    if (len == 0 || len > TSO_MAX_LEN)
+        die(2, "length must be in 1..%u", TSO_MAX_LEN);
+    return (size_t)len;
+}
+
+/* tso-send IFACE DSTMAC DSTIP PORT LEN SEED */
+static int cmd_tso_send(int argc, char **argv)
+{
+    static uint8_t buf[sizeof(struct virtio_net_hdr) + 14 + 20 + 20 + TSO_MAX_LEN];
+    struct virtio_net_hdr *vh = (struct virtio_net_hdr *)buf;
+    uint8_t *eth = buf + sizeof(*vh), *ip = eth + 14, *tcp = ip + 20;
+    struct ifreq ifr = {0};
+    struct in_addr dst;
+    int ifindex;
+
+    if (argc != 6)
+        die(2, "usage: tso-send IFACE DSTMAC DSTIP PORT LEN SEED");
+    size_t len = tso_len(argv[4]);
+    uint64_t port = parse_size("port", argv[3]);
+    if (port == 0 || port > 65535)
+        die(2, "bad port '%s'", argv[3]);
+    if (inet_pton(AF_INET, argv[2], &dst) != 1)
+        die(2, "bad IPv4 address '%s'", argv[2]);
+    int fd = packet_socket(argv[0], &ifindex);
+    snprintf(ifr.ifr_name, sizeof(ifr.ifr_name), "%s", argv[0]);
+    if (ioctl(fd, SIOCGIFHWADDR, &ifr) < 0)
+        die(2, "%s: no MAC address: %s", argv[0], strerror(errno));
+    memcpy(eth + 6, ifr.ifr_hwaddr.sa_data, 6);
+    if (ioctl(fd, SIOCGIFADDR, &ifr) < 0)
+        die(2, "%s: no IPv4 address: %s", argv[0], strerror(errno));
+    parse_mac(argv[1], eth);
+    put16(eth + 12, ETH_P_IP);
+    /* IPv4: DF, TTL 64, TCP; total length and checksum for the whole
+     * super-frame (segmentation rewrites both per segment). */
+    ip[0] = 0x45;
+    put16(ip + 2, (uint16_t)(40 + len));
+    put16(ip + 4, 0x1234);
+    put16(ip + 6, 0x4000);
+    ip[8] = 64;
+    ip[9] = 6;
+    memcpy(ip + 12, &((struct sockaddr_in *)&ifr.ifr_addr)->sin_addr, 4);
+    memcpy(ip + 16, &dst, 4);
+    put16(ip + 10, (uint16_t)~csum_fold(csum_add(0, ip, 20)));
+    put16(tcp, TSO_SPORT);
+    put16(tcp + 2, (uint16_t)port);
+    put32(tcp + 4, TSO_SEQ0);
+    tcp[12] = 5 << 4;
+    tcp[13] = 0x18; /* PSH, ACK */
+    put16(tcp + 14, 65535);
+    pattern_fill(mix64(parse_size("seed", argv[5])), tcp + 20, 0, len);
+    /* Checksum offload: the pseudo-header sum in the checksum field. */
+    put16(tcp + 16, csum_fold(tcp_pseudo(ip, 20 + len)));
+    vh->flags = VIRTIO_NET_HDR_F_NEEDS_CSUM;
+    vh->csum_start = 14 + 20;
+    vh->csum_offset = 16;
+    if (len > TSO_MSS) {
+        vh->gso_type = VIRTIO_NET_HDR_GSO_TCPV4;
+        vh->gso_size = TSO_MSS;
+        vh->hdr_len = 14 + 20 + 20;
+    }
+    struct sockaddr_ll sll = {.sll_family = AF_PACKET, .sll_protocol = htons(ETH_P_IP),
+                              .sll_ifindex = ifindex, .sll_halen = 6};
+    memcpy(sll.sll_addr, eth, 6);
+    size_t total = sizeof(*vh) + 54 + len;
+    ssize_t n = sendto(fd, buf, total, 0, (struct sockaddr *)&sll, sizeof(sll));
+    if (n != (ssize_t)total)
+        die(2, "sending a %zu-byte super-frame on %s: %s", len, argv[0],
+            n < 0 ? strerror(errno) : "short send");
+    close(fd);
+    return 0;
+}
+
+/* tso-recv IFACE PORT LEN SEED TIMEOUT_S: prints "ready" once capturing,
+ * then "frames=N gso=G bytes=B" when LEN payload bytes arrived intact. */
+static int cmd_tso_recv(int argc, char **argv)
+{
+    static uint8_t buf[sizeof(struct virtio_net_hdr) + 65600], want[TSO_MAX_LEN],
+        got[TSO_MAX_LEN], seen[TSO_MAX_LEN];
+    struct virtio_net_hdr *vh = (struct virtio_net_hdr *)buf;
+    unsigned frames = 0, gso = 0;
+    size_t have = 0;
+    int ifindex;
+
+    if (argc != 5)
+        die(2, "usage: tso-recv IFACE PORT LEN SEED TIMEOUT_S");
+    uint64_t port = parse_size("port", argv[1]);
+    size_t len = tso_len(argv[2]);
+    uint64_t timeout_ms = parse_size("timeout", argv[4]) * 1000;
+    pattern_fill(mix64(parse_size("seed", argv[3])), want, 0, len);
+    int fd = packet_socket(argv[0], &ifindex);
+    printf("ready\n");
+    fflush(stdout);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (have < len) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        uint64_t ms = (uint64_t)(t.tv_sec - t0.tv_sec) * 1000 +
+                      (uint64_t)((t.tv_nsec - t0.tv_nsec) / 1000000);
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        if (ms >= timeout_ms || poll(&p, 1, (int)(timeout_ms - ms)) == 0)
+            die(2, "%zu of %zu bytes to port %u arrived on %s in %s s (%u frames)", have, len,
+                (unsigned)port, argv[0], argv[4], frames);
+        struct sockaddr_ll from;
+        socklen_t fromlen = sizeof(from);
+        ssize_t n = recvfrom(fd, buf, sizeof(buf), 0, (struct sockaddr *)&from, &fromlen);
+        if (n < 0)
+            die(2, "recv on %s: %s", argv[0], strerror(errno));
+        if (from.sll_pkttype == PACKET_OUTGOING)
+            continue;
+        const uint8_t *eth = buf + sizeof(*vh), *ip = eth + 14;
+        size_t flen = (size_t)n - sizeof(*vh);
+        if ((size_t)n < sizeof(*vh) + 14 + 40 || (ip[0] & 0xf0) != 0x40 || ip[9] != 6)
+            continue;
+        size_t ihl = (size_t)(ip[0] & 15) * 4, iplen = (size_t)ip[2] << 8 | ip[3];
+        const uint8_t *tcp = ip + ihl;
+        if (ihl < 20 || iplen < ihl + 20 || 14 + iplen > flen ||
+            ((size_t)tcp[2] << 8 | tcp[3]) != port)
+            continue;
+        frames++;
+        if (vh->gso_type != VIRTIO_NET_HDR_GSO_NONE)
+            gso++;
+        if (csum_fold(csum_add(0, ip, ihl)) != 0xffff)
+            die(1, "frame %u: bad IPv4 header checksum", frames);
+        size_t thl = (size_t)(tcp[12] >> 4) * 4, tlen = iplen - ihl;
+        if (thl < 20 || thl > tlen)
+            die(1, "frame %u: bad TCP header length %zu", frames, thl);
+        if (!(vh->flags & VIRTIO_NET_HDR_F_NEEDS_CSUM) &&
+            csum_fold(csum_add(tcp_pseudo(ip, tlen), tcp, tlen)) != 0xffff)
+            die(1, "frame %u: bad TCP checksum (%zu-byte segment)", frames, tlen);
+        uint32_t off = get32(tcp + 4) - TSO_SEQ0;
+        size_t plen = tlen - thl;
+        if (off > len || plen > len - off)
+            die(1, "frame %u: payload [%u, +%zu) is outside the %zu sent", frames, off, plen,
+                len);
+        for (size_t i = 0; i < plen; i++) {
+            if (seen[off + i] && got[off + i] != tcp[thl + i])
+                die(1, "frame %u: byte %zu arrived twice, differently", frames, off + i);
+            if (!seen[off + i])
+                have++;
+            seen[off + i] = 1;
+            got[off + i] = tcp[thl + i];
+        }
+    }
+    close(fd);
+    for (size_t i = 0; i < len; i++) {
+        if (got[i] != want[i])
+            die(1, "payload byte %zu is 0x%02x, not 0x%02x", i, got[i], want[i]);
+    }
+    printf("frames=%u gso=%u bytes=%zu\n", frames, gso, len);
+    return 0;
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -502,6 +757,8 @@ static void usage(FILE *f)
         "  flush  PATH                 (open + fsync)\n"
         "  size   PATH                 (bytes; BLKGETSIZE64 for devices)\n"
         "  scsi-reset DEV              (LUN reset; prints the milliseconds it took)\n"
+        "  tso-send IFACE DSTMAC DSTIP PORT LEN SEED   (one TCP super-frame, LEN <= 60000)\n"
+        "  tso-recv IFACE PORT LEN SEED TIMEOUT_S      (check it arrived; frames=N gso=G)\n"
         "Sizes: decimal or 0x hex, optional K/M/G/T suffix (x1024).\n"
         "I/O goes in --bs chunks (default 1M) from 4 KiB-aligned buffers.\n"
         "Exit: 0 ok, 1 data mismatch, 2 usage/I/O error.\n");
@@ -535,6 +792,10 @@ int main(int argc, char **argv)
         return cmd_size(ac, av);
     if (!strcmp(cmd, "scsi-reset"))
         return cmd_scsi_reset(ac, av);
+    if (!strcmp(cmd, "tso-send"))
+        return cmd_tso_send(ac, av);
+    if (!strcmp(cmd, "tso-recv"))
+        return cmd_tso_recv(ac, av);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

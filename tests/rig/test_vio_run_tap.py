@@ -11,15 +11,21 @@ L1 gives each tap its address once vio has created it, serves a 1 MiB random
 file with busybox httpd and listens for an upload with nc. Each L2 guest
 pings L1 (5 of 5 answered), downloads the file (md5 equal to L1's), and
 sends 1 MiB of its own back to L1 (md5 checked by L1); L1 pings each guest
-too. While the VMs still run, L1 reads `vio ctl net.ports` and `vio ctl
+too. Whether a kernel's TCP sends super-frames depends on its congestion
+window, so each side also sends one 40000-byte TCP super-frame of its own
+(vgtool tso-send, a packet socket with a virtio_net_hdr) that the other side
+catches with a packet socket and checks byte for byte (vgtool tso-recv). While the VMs still run, L1 reads `vio ctl net.ports` and `vio ctl
 stats` of both and the kernel's counters of both taps.
 
 What passing proves: vio run creates a TAP interface from `--uplink
 type=tap` and carries ARP, ICMP and TCP both ways between the L1 kernel's
 stack and a guest, for both NIC models: the virtio-net guest with offload
-metadata end to end (virtio_net_hdr on the tap, TSO super-frames either way),
+metadata end to end (virtio_net_hdr on the tap, TSO super-frames either way,
+whole: the tap's tx_gso/rx_gso count them and the receiver sees one frame),
 and the e1000 guest whose model segments its TSO frames before the tap and
-receives L1's TSO super-frames finished in software by the switch. Each tap
+receives L1's TSO super-frames finished in software by the switch (L1
+catches the e1000 guest's super-frame as 28 segments with correct IPv4 and
+TCP checksums). Each tap
 port's counters show >= 1 MiB in each direction and the kernel's tap
 counters agree with them; no bad descriptor, bad offload header, spoofed
 frame or tap read/write error was counted, no delivery failed once the
@@ -45,6 +51,12 @@ RUN = 'vio run --kernel "$RIG_L2_KERNEL" --cmdline "$RIG_L2_APPEND" --mem 256M'
 MAC_V = "52:54:00:00:7a:01"
 MAC_E = "52:54:00:00:7a:02"
 SIZE = 1 << 20
+# vgtool tso-send/tso-recv: one 40000-byte TCP super-frame each way per guest
+# (28 segments of 1448), to a port nothing listens on.
+TSO_PORT = 7000
+TSO_LEN = 40000
+TSO_SEGS = (TSO_LEN + 1447) // 1448
+SEEDS = {"up_v": 71, "up_e": 72, "down_v": 81, "down_e": 82}
 
 # name: (model, tap, L1 address, guest address, upload port, MAC)
 GUESTS = {
@@ -89,6 +101,19 @@ tap_up() {  # NAME TAP ADDR
 tap_up v viotap0 10.11.0.1
 tap_up e viotap1 10.12.0.1
 
+# The guests' TCP super-frames (vgtool tso-send after their upload), caught
+# on the taps and checked byte for byte.
+for n in v e; do
+    if [ $n = v ]; then tap=viotap0; seed=%(seed_up_v)d; else tap=viotap1; seed=%(seed_up_e)d; fi
+    vgtool tso-recv $tap %(tso_port)d %(tso_len)d $seed 600 > /tmp/tso_up.$n 2>&1 &
+    echo $! > /tmp/tso_up.$n.pid
+done
+for n in v e; do
+    i=0; while ! grep -q ready /tmp/tso_up.$n; do
+        [ $i -lt 100 ] || fail "vgtool tso-recv for $n: $(cat /tmp/tso_up.$n)"
+        usleep 100000; i=$((i+1)); done
+done
+
 # vio's port counters as one line of JSON.
 ports() {  # NAME KEY
     vio ctl -s /tmp/$1.sock ports > /tmp/$1-$2.json 2>&1
@@ -114,6 +139,23 @@ while ! grep -q 'xfer_done=1' /tmp/v.log || ! grep -q 'xfer_done=1' /tmp/e.log; 
     usleep 100000; i=$((i+1))
 done
 kv xfer_wait_s $((i / 10))
+
+# A TCP super-frame from L1 to each guest, whatever L1's TCP chose to send
+# during the transfers: through the tap whole, then to the virtio guest whole
+# (GUEST_TSO4) or cut by the switch for the e1000.
+must vgtool tso-send viotap0 %(mac_v)s 10.11.0.2 %(tso_port)d %(tso_len)d %(seed_down_v)d
+must vgtool tso-send viotap1 %(mac_e)s 10.12.0.2 %(tso_port)d %(tso_len)d %(seed_down_e)d
+i=0
+while ! grep -q 'tso_done=1' /tmp/v.log || ! grep -q 'tso_done=1' /tmp/e.log; do
+    if ! l2_running v || ! l2_running e; then break; fi
+    [ $i -lt 1200 ] || break
+    usleep 100000; i=$((i+1))
+done
+for n in v e; do
+    wait $(cat /tmp/tso_up.$n.pid)
+    kv tso_up_$n.rc $?
+    kv tso_up_$n "$(tail -n 1 /tmp/tso_up.$n)"
+done
 
 # The uploads are complete once each L1 nc has quit.
 for n in v e; do
@@ -156,7 +198,9 @@ kv v_logged_tap "$(grep -c 'tap t0' /tmp/v.log)"
 kv e_logged_tap "$(grep -c 'tap t0' /tmp/e.log)"
 kv e_logged_e1000 "$(grep -c 'e1000 nic0' /tmp/e.log)"
 pass
-""" % {"run": RUN, "mac_v": MAC_V, "mac_e": MAC_E}
+""" % {"run": RUN, "mac_v": MAC_V, "mac_e": MAC_E, "tso_port": TSO_PORT, "tso_len": TSO_LEN,
+       "seed_up_v": SEEDS["up_v"], "seed_up_e": SEEDS["up_e"],
+       "seed_down_v": SEEDS["down_v"], "seed_down_e": SEEDS["down_e"]}
 
 # One L2 guest: reach L1 over its NIC and the tap, download, upload, then
 # wait for L1 to read the counters.
@@ -183,7 +227,20 @@ i=0; while ! nc $L1 %(port)d < /tmp/up; do
     i=$((i+1)); [ $i -lt 30 ] || fail "upload to L1 failed"; sleep 1; done
 kv rx_packets "$(cat /sys/class/net/eth0/statistics/rx_packets)"
 kv tx_packets "$(cat /sys/class/net/eth0/statistics/tx_packets)"
+# One TCP super-frame each way, whatever our TCP chose: catch L1's (sent
+# once L1 sees xfer_done), send ours to L1's tap.
+vgtool tso-recv eth0 %(tso_port)d %(tso_len)d %(seed_down)d 300 > /tmp/tso_down 2>&1 &
+TR=$!
+i=0; while ! grep -q ready /tmp/tso_down; do
+    [ $i -lt 100 ] || fail "vgtool tso-recv: $(cat /tmp/tso_down)"; usleep 100000; i=$((i+1)); done
+L1MAC=$(awk -v a=$L1 '$1 == a {print $4}' /proc/net/arp)
+kv l1_mac "$L1MAC"
+must vgtool tso-send eth0 "$L1MAC" $L1 %(tso_port)d %(tso_len)d %(seed_up)d
 kv xfer_done 1
+wait $TR
+kv tso_down_rc $?
+kv tso_down "$(tail -n 1 /tmp/tso_down)"
+kv tso_done 1
 # L1 reads the counters while this VM runs, then connects here. Waiting
 # without sending anything keeps the counters still while L1 reads them.
 timeout 300 nc -l -p 6000 < /dev/null > /dev/null || fail "L1 never said done"
@@ -217,7 +274,9 @@ def _all(obj, key):
 
 
 def test_e1000_and_virtio_guests_reach_l1_over_tap():
-    l2 = {n: L2 % {"l1": g[2], "me": g[3], "port": g[4]} for n, g in GUESTS.items()}
+    l2 = {n: L2 % {"l1": g[2], "me": g[3], "port": g[4], "tso_port": TSO_PORT,
+                   "tso_len": TSO_LEN, "seed_down": SEEDS["down_" + n],
+                   "seed_up": SEEDS["up_" + n]} for n, g in GUESTS.items()}
     with Rig(SCRIPT, l2_tests=l2, vio=True, name="rig-tap") as rig:
         r = rig.wait(900)
     logs = "\n".join("--- L2 %s ---\n%s" % (k, "\n".join(
@@ -240,6 +299,9 @@ def test_e1000_and_virtio_guests_reach_l1_over_tap():
         assert kv["up_%s.nc_rc" % n] == "0", ctx
         assert kv["up_%s.bytes" % n] == str(SIZE), ctx
         assert kv["up_%s.md5" % n] == kv[n + ".sent_md5"], ctx
+
+        # The super-frames vgtool sent each way arrived (checked below).
+        assert kv["tso_up_%s.rc" % n] == "0" and kv[n + ".tso_down_rc"] == "0", ctx
 
         # vio's counters, read while the VM ran: once when its driver was
         # up (carrier=1), once after the transfers.
@@ -286,9 +348,18 @@ def test_e1000_and_virtio_guests_reach_l1_over_tap():
                       "rx_bad_ring", "rx_bad_desc", "rx_too_big"):
                 assert nic[k] == 0, (k, nic)
             assert nic["tx_frames"] > 500 and nic["rx_frames"] > 500, nic
-            # The guest used TSO, segmented by the model: the tap only got
-            # complete frames, one per frame the model sent.
+            # The guest used TSO (its super-frame at least), segmented by
+            # the model: the tap only got complete frames, one per frame the
+            # model sent, and L1 caught the super-frame as 28 checksummed
+            # segments.
             assert nic["tx_tso"] > 0, nic
+            assert t["rx_gso"] == 0, (nic, t)
+            assert kv["tso_up_e"] == "frames=%d gso=0 bytes=%d" % (TSO_SEGS, TSO_LEN), kv
+            # L1's super-frame reached the tap whole; the switch cut it for
+            # the e1000 and every byte arrived (the guest's GRO may merge
+            # the segments again before its packet socket sees them).
+            assert t["tx_gso"] >= 1, (nic, t)
+            assert kv["e.tso_down"].endswith(" bytes=%d" % TSO_LEN), kv
             # (Within a few frames: the two ports are read one after the other.)
             assert abs(t["rx_packets"] - nic["tx_frames"]) <= 4, (nic, t)
             # L1's TCP sent TSO super-frames into the tap; the switch cut
@@ -297,9 +368,10 @@ def test_e1000_and_virtio_guests_reach_l1_over_tap():
         else:
             stats = json.loads(kv[n + ".stats"])
             # Super-frames crossed the tap whole both ways (virtio_net_hdr):
-            # more bytes per frame than a 1514-byte Ethernet frame holds.
-            assert t["tx_bytes"] > 1514 * t["tx_packets"], ("L1 sent no TSO frame", t)
-            assert t["rx_bytes"] > 1514 * t["rx_packets"], ("the guest sent no TSO frame", t)
+            # at least the two vgtool sent, caught whole on the other side.
+            assert t["tx_gso"] >= 1 and t["rx_gso"] >= 1, ("no TSO frame crossed", t)
+            assert kv["tso_up_v"] == "frames=1 gso=1 bytes=%d" % TSO_LEN, kv
+            assert kv["v.tso_down"] == "frames=1 gso=1 bytes=%d" % TSO_LEN, kv
             for k in ("tx_bad_desc", "rx_bad_desc", "rx_too_big"):
                 vals = _all(stats, k)
                 assert vals and all(v == 0 for v in vals), (k, stats)
