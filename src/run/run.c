@@ -25,6 +25,7 @@
 #include "core/workers.h"
 #include "devices/blk.h"
 #include "devices/scsi.h"
+#include "devices/scsi_ctl.h"
 #include "devices/console.h"
 #include "devices/rng.h"
 #include "emul/pcsys.h"
@@ -83,6 +84,8 @@ struct session {
     struct vio_vpci *vdevs[MAX_DEVS];
     unsigned nvdevs;
     struct vio_run_nvme *nvme; /* emulated NVMe controllers */
+    struct vio_dev *hbas[MAX_DEVS]; /* in-process SCSI controllers */
+    unsigned nhbas;
     struct vio_rpc_server *rpc;
     struct vio_handler exit_h, sig_h, stdin_h;
     bool stdin_watched;
@@ -100,6 +103,11 @@ static struct {
     bool quit;   /* the operator asked to stop: no reboot */
     unsigned boots;
     struct vio_run_net *net; /* switch and uplinks, kept across reboots */
+    /* The LUNs of the in-process SCSI controllers, as --lun specs: those of
+     * the command line plus scsi.lun.add minus scsi.lun.remove, so a LUN
+     * added at run time is still there after the guest reboots. */
+    char **luns;
+    unsigned nluns;
 } g;
 
 static void usage(FILE *f)
@@ -290,25 +298,50 @@ out:
     return ret;
 }
 
-/* Open controller @dev's --lun disks. */
-static int add_luns(const struct run_opts *o, struct vio_dev *dev)
+/* Open controller @dev's LUNs (g.luns). */
+static int add_luns(struct vio_dev *dev)
 {
-    for (unsigned i = 0; i < o->nluns; i++) {
+    for (unsigned i = 0; i < g.nluns; i++) {
         struct vio_opts kv;
         char err[300] = "";
         const char *hba;
-        int ret = vio_opts_parse(o->luns[i], &kv, err, sizeof(err));
+        int ret = vio_opts_parse(g.luns[i], &kv, err, sizeof(err));
 
         hba = ret < 0 ? NULL : vio_opts_get(&kv, "hba");
         if (hba && strcmp(hba, dev->id) == 0)
             ret = vio_scsi_hba_add_lun_spec(dev, &kv, err, sizeof(err));
         vio_opts_free(&kv);
         if (ret < 0) {
-            vio_err("--lun %s: %s", o->luns[i], err);
+            vio_err("--lun %s: %s", g.luns[i], err);
             return ret;
         }
     }
     return 0;
+}
+
+/* Remember @spec in g.luns. Returns 0 or -ENOMEM. */
+static int keep_lun(const char *spec)
+{
+    char **l = realloc(g.luns, (g.nluns + 1) * sizeof(*l));
+    char *copy = strdup(spec);
+
+    if (l)
+        g.luns = l;
+    if (!l || !copy) {
+        free(copy);
+        return -ENOMEM;
+    }
+    g.luns[g.nluns++] = copy;
+    return 0;
+}
+
+static void forget_luns(void)
+{
+    for (unsigned i = 0; i < g.nluns; i++)
+        free(g.luns[i]);
+    free(g.luns);
+    g.luns = NULL;
+    g.nluns = 0;
 }
 
 static int parse_args(int argc, char **argv, struct run_opts *o)
@@ -618,6 +651,61 @@ static json_t *rpc_net_ports(void *opaque, json_t *params, struct vio_rpc_error 
     return vio_run_net_ports(g.net);
 }
 
+static struct vio_dev *find_hba(void *opaque, const char *id)
+{
+    struct session *s = opaque;
+
+    for (unsigned i = 0; i < s->nhbas; i++) {
+        if (strcmp(s->hbas[i]->id, id) == 0)
+            return s->hbas[i];
+    }
+    return NULL;
+}
+
+static json_t *rpc_scsi_luns(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    struct session *s = opaque;
+    json_t *list = json_array();
+
+    (void)params;
+    (void)err;
+    for (unsigned i = 0; i < s->nhbas; i++)
+        vio_scsi_ctl_list(s->hbas[i], list);
+    return list;
+}
+
+static json_t *rpc_scsi_lun_add(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    json_t *r = vio_scsi_rpc_lun_add(params, find_hba, opaque, err);
+    const char *spec = r ? json_string_value(json_object_get(r, "added")) : NULL;
+
+    if (spec && keep_lun(spec) < 0)
+        vio_warn("LUN %s: out of memory to remember it; it goes away when the guest reboots",
+                 spec);
+    return r;
+}
+
+static json_t *rpc_scsi_lun_remove(void *opaque, json_t *params, struct vio_rpc_error *err)
+{
+    json_t *r = vio_scsi_rpc_lun_remove(params, find_hba, opaque, err);
+    const char *hba;
+    unsigned target, lun, k = 0;
+
+    if (!r)
+        return NULL;
+    hba = json_string_value(json_object_get(r, "hba"));
+    target = (unsigned)json_integer_value(json_object_get(r, "target"));
+    lun = (unsigned)json_integer_value(json_object_get(r, "lun"));
+    for (unsigned i = 0; i < g.nluns; i++) {
+        if (vio_scsi_ctl_spec_is(g.luns[i], hba, target, lun))
+            free(g.luns[i]);
+        else
+            g.luns[k++] = g.luns[i];
+    }
+    g.nluns = k;
+    return r;
+}
+
 static const struct vio_rpc_method run_methods[] = {
     {"vm.dump", rpc_vm_dump, "log every vCPU's registers (to stderr)"},
     {"vm.info", rpc_vm_info, "cpus, memory, boot count, KVM speed"},
@@ -625,6 +713,11 @@ static const struct vio_rpc_method run_methods[] = {
     {"device.list", rpc_device_list, "virtio devices with their state"},
     {"device.stats", rpc_device_stats, "state and counters; params {\"id\": ID} for one"},
     {"net.ports", rpc_net_ports, "every port of the VM's switch (NICs, uplinks) with counters"},
+    {"scsi.luns", rpc_scsi_luns, "LUNs of the in-process SCSI controllers, with counters"},
+    {"scsi.lun.add", rpc_scsi_lun_add,
+     "add a LUN (kept across reboots): {\"spec\": \"hba=ID,path=P[,target=N][,lun=N]...\"}"},
+    {"scsi.lun.remove", rpc_scsi_lun_remove,
+     "remove a LUN: {\"hba\": ID, \"lun\": N[, \"target\": N]}"},
     {NULL, NULL, NULL},
 };
 
@@ -752,12 +845,15 @@ static int add_device(struct session *s, const struct dev_spec *d)
         ret = vio_scsi_hba_create(&ho, &dev);
         if (ret < 0)
             return ret;
-        ret = add_luns(s->o, dev);
+        ret = add_luns(dev);
         if (ret < 0) {
             dev->ops->destroy(dev);
             return ret;
         }
-        return add_local(s, dev, "scsi");
+        ret = add_local(s, dev, "scsi");
+        if (ret == 0)
+            s->hbas[s->nhbas++] = dev;
+        return ret;
     }
     case DEV_VHOST_BLK:
     case DEV_VHOST_SCSI: {
@@ -982,6 +1078,15 @@ int vio_run_main(int argc, char **argv)
         vio_run_net_stop(g.net);
         return 1;
     }
+    for (unsigned i = 0; i < o.nluns; i++) {
+        if (keep_lun(o.luns[i]) < 0) {
+            vio_err("out of memory");
+            forget_luns();
+            close(sigfd);
+            vio_run_net_stop(g.net);
+            return 1;
+        }
+    }
     setup_tty();
     for (;;) {
         r = run_once(&o, sigfd);
@@ -993,6 +1098,7 @@ int vio_run_main(int argc, char **argv)
     close(sigfd);
     vio_run_net_stop(g.net);
     g.net = NULL;
+    forget_luns();
     restore_tty();
     return r == VIO_VM_ERROR ? 1 : 0;
 }

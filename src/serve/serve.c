@@ -23,6 +23,7 @@
 #include "devices/blk.h"
 #include "devices/net.h"
 #include "devices/scsi.h"
+#include "devices/scsi_ctl.h"
 #include "net/switch.h"
 #include "net/uplink.h"
 #include "vhost/vu_backend.h"
@@ -252,35 +253,12 @@ out:
 
 static struct serve_dev *find_dev(struct serve *s, const char *id);
 
-/* Add a LUN from a --lun spec (or scsi.lun.add) to the controller it names. */
-static int add_lun(struct serve *s, const char *spec, char *err, size_t errlen)
+/* The SCSI controller called @id (vio_scsi_find_fn for scsi_ctl.c). */
+static struct vio_dev *find_hba(void *opaque, const char *id)
 {
-    struct vio_opts o;
-    struct serve_dev *sd;
-    const char *hba;
-    int ret;
+    struct serve_dev *sd = find_dev(opaque, id);
 
-    err[0] = '\0';
-    ret = vio_opts_parse(spec, &o, err, errlen);
-    if (ret < 0)
-        goto out;
-    hba = vio_opts_get(&o, "hba");
-    if (!hba || !*hba) {
-        snprintf(err, errlen, "hba=ID is required: the --scsi controller to add the LUN to");
-        ret = -EINVAL;
-        goto out;
-    }
-    sd = find_dev(s, hba);
-    if (!sd || !vio_is_scsi_hba(sd->dev)) {
-        snprintf(err, errlen, "hba=%s: no such SCSI controller (give it with --scsi id=%s,...)",
-                 hba, hba);
-        ret = -ENOENT;
-        goto out;
-    }
-    ret = vio_scsi_hba_add_lun_spec(sd->dev, &o, err, errlen);
-out:
-    vio_opts_free(&o);
-    return ret;
+    return sd && vio_is_scsi_hba(sd->dev) ? sd->dev : NULL;
 }
 
 /* Build one virtio-net port from its --net spec (or net.port.add). */
@@ -560,86 +538,20 @@ static json_t *rpc_scsi_luns(void *opaque, json_t *params, struct vio_rpc_error 
     (void)params;
     (void)err;
     for (unsigned i = 0; i < s->ndevs; i++) {
-        json_t *luns;
-        size_t k;
-        json_t *l;
-
-        if (!vio_is_scsi_hba(s->devs[i].dev))
-            continue;
-        luns = vio_scsi_hba_luns(s->devs[i].dev);
-        json_array_foreach(luns, k, l)
-        {
-            json_object_set_new(l, "hba", json_string(s->devs[i].dev->id));
-            json_array_append(list, l);
-        }
-        json_decref(luns);
+        if (vio_is_scsi_hba(s->devs[i].dev))
+            vio_scsi_ctl_list(s->devs[i].dev, list);
     }
     return list;
 }
 
 static json_t *rpc_scsi_lun_add(void *opaque, json_t *params, struct vio_rpc_error *err)
 {
-    struct serve *s = opaque;
-    json_t *spec = params ? json_object_get(params, "spec") : NULL;
-    char msg[300];
-    int ret;
-
-    if (!json_is_object(params) || !json_is_string(spec) || json_object_size(params) != 1)
-        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS,
-                            "params must be {\"spec\": \"hba=ID,path=P[,target=N][,lun=N]...\"}");
-    ret = add_lun(s, json_string_value(spec), msg, sizeof(msg));
-    if (ret < 0)
-        return vio_rpc_fail(err, ret == -ENOENT ? VIO_RPC_NOT_FOUND : VIO_RPC_INVALID_PARAMS,
-                            "%s", msg);
-    vio_info("LUN added: %s", json_string_value(spec));
-    return json_pack("{s:s}", "added", json_string_value(spec));
-}
-
-/* An integer parameter given as a JSON number or a decimal string. */
-static int int_param(json_t *params, const char *key, long def, long max, long *out)
-{
-    json_t *v = json_object_get(params, key);
-    char *end;
-
-    if (!v) {
-        *out = def;
-        return def < 0 ? -EINVAL : 0;
-    }
-    if (json_is_integer(v)) {
-        *out = (long)json_integer_value(v);
-    } else if (json_is_string(v) && *json_string_value(v)) {
-        *out = strtol(json_string_value(v), &end, 10);
-        if (*end)
-            return -EINVAL;
-    } else {
-        return -EINVAL;
-    }
-    return *out < 0 || *out > max ? -EINVAL : 0;
+    return vio_scsi_rpc_lun_add(params, find_hba, opaque, err);
 }
 
 static json_t *rpc_scsi_lun_remove(void *opaque, json_t *params, struct vio_rpc_error *err)
 {
-    struct serve *s = opaque;
-    json_t *hba = params ? json_object_get(params, "hba") : NULL;
-    struct serve_dev *sd;
-    long target, lun;
-
-    if (!json_is_object(params) || !json_is_string(hba) ||
-        int_param(params, "target", 0, VIO_SCSI_MAX_TARGET, &target) < 0 ||
-        int_param(params, "lun", -1, VIO_SCSI_MAX_LUN, &lun) < 0)
-        return vio_rpc_fail(err, VIO_RPC_INVALID_PARAMS,
-                            "params must be {\"hba\": ID, \"lun\": 0-%d[, \"target\": 0-%d]}",
-                            VIO_SCSI_MAX_LUN, VIO_SCSI_MAX_TARGET);
-    sd = find_dev(s, json_string_value(hba));
-    if (!sd || !vio_is_scsi_hba(sd->dev))
-        return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "no SCSI controller '%s'",
-                            json_string_value(hba));
-    if (vio_scsi_hba_remove_lun(sd->dev, (unsigned)target, (unsigned)lun) < 0)
-        return vio_rpc_fail(err, VIO_RPC_NOT_FOUND, "%s has no LUN %ld:%ld", sd->dev->id,
-                            target, lun);
-    vio_info("%s: LUN %ld:%ld removed", sd->dev->id, target, lun);
-    return json_pack("{s:s, s:i, s:i}", "hba", sd->dev->id, "target", (int)target, "lun",
-                     (int)lun);
+    return vio_scsi_rpc_lun_remove(params, find_hba, opaque, err);
 }
 
 static const struct vio_rpc_method serve_methods[] = {
@@ -866,7 +778,7 @@ int vio_serve_main(int argc, char **argv)
     for (unsigned i = 0; i < nlun; i++) {
         char err[300];
 
-        if (add_lun(&s, lun_specs[i], err, sizeof(err)) < 0) {
+        if (vio_scsi_ctl_add(lun_specs[i], find_hba, &s, err, sizeof(err)) < 0) {
             vio_err("--lun %s: %s", lun_specs[i], err);
             goto fail;
         }

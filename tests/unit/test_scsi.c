@@ -24,6 +24,7 @@
 #include "core/opts.h"
 #include "core/workers.h"
 #include "devices/scsi.h"
+#include "devices/scsi_ctl.h"
 #include "ring.h"
 
 #define QSIZE     64
@@ -812,6 +813,104 @@ static void test_luns_json(void **state)
     json_decref(l);
 }
 
+/* ---- tests: the control requests (scsi_ctl.c) ---- */
+
+static struct vio_dev *find_s0(void *opaque, const char *id)
+{
+    struct fx *f = opaque;
+
+    return strcmp(id, f->dev->id) == 0 ? f->dev : NULL;
+}
+
+static void test_ctl_requests(void **state)
+{
+    struct fx *f = *state;
+    struct vio_rpc_error e;
+    char s[256], err[256], path[64];
+    json_t *p, *r, *l;
+
+    mktemp_disk(path, sizeof(path));
+    /* Add: by spec, through the RPC; bad params and specs are refused. */
+    snprintf(s, sizeof(s), "hba=s0,target=2,lun=9,path=%s", path);
+    p = json_pack("{s:s}", "spec", s);
+    memset(&e, 0, sizeof(e));
+    r = vio_scsi_rpc_lun_add(p, find_s0, f, &e);
+    assert_non_null(r);
+    assert_string_equal(json_string_value(json_object_get(r, "added")), s);
+    json_decref(r);
+    memset(&e, 0, sizeof(e));
+    assert_null(vio_scsi_rpc_lun_add(p, find_s0, f, &e)); /* 2:9 exists */
+    assert_int_equal(e.code, VIO_RPC_INVALID_PARAMS);
+    assert_non_null(strstr(e.message, "2:9"));
+    json_decref(p);
+    const char *bad_params[] = {"[]", "{}", "{\"spec\": 5}", "{\"spec\": \"x\", \"more\": 1}"};
+    for (unsigned i = 0; i < VIO_ARRAY_SIZE(bad_params); i++) {
+        p = json_loads(bad_params[i], JSON_DECODE_ANY, NULL);
+        memset(&e, 0, sizeof(e));
+        assert_null(vio_scsi_rpc_lun_add(p, find_s0, f, &e));
+        assert_int_equal(e.code, VIO_RPC_INVALID_PARAMS);
+        json_decref(p);
+    }
+    assert_null(vio_scsi_rpc_lun_add(NULL, find_s0, f, &e));
+    snprintf(s, sizeof(s), "hba=nope,lun=1,path=%s", path);
+    assert_int_equal(vio_scsi_ctl_add(s, find_s0, f, err, sizeof(err)), -ENOENT);
+    assert_non_null(strstr(err, "no such SCSI controller"));
+    snprintf(s, sizeof(s), "lun=1,path=%s", path);
+    assert_int_equal(vio_scsi_ctl_add(s, find_s0, f, err, sizeof(err)), -EINVAL);
+    assert_non_null(strstr(err, "hba=ID is required"));
+    assert_true(vio_scsi_ctl_add("hba=s0,,,=", find_s0, f, err, sizeof(err)) < 0);
+
+    /* List: every LUN tagged with its controller. */
+    l = json_array();
+    vio_scsi_ctl_list(f->dev, l);
+    assert_int_equal(json_array_size(l), 4);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(l, 0), "hba")), "s0");
+    json_decref(l);
+
+    /* Which spec names a LUN (defaults: target 0, lun 0). */
+    assert_true(vio_scsi_ctl_spec_is("hba=s0,target=2,lun=9,path=x", "s0", 2, 9));
+    assert_true(vio_scsi_ctl_spec_is("hba=s0,path=x", "s0", 0, 0));
+    assert_false(vio_scsi_ctl_spec_is("hba=s0,lun=9,path=x", "s0", 2, 9));
+    assert_false(vio_scsi_ctl_spec_is("hba=s1,target=2,lun=9,path=x", "s0", 2, 9));
+    assert_false(vio_scsi_ctl_spec_is("path=x", "s0", 0, 0));
+    assert_false(vio_scsi_ctl_spec_is("hba=s0,lun=x", "s0", 0, 0));
+    assert_false(vio_scsi_ctl_spec_is("hba=s0,=", "s0", 0, 0));
+
+    /* Remove: bad params, a missing controller or LUN, then the LUN. */
+    const char *bad_remove[] = {"{}", "{\"hba\": \"s0\"}", "{\"hba\": 1, \"lun\": 1}",
+                                "{\"hba\": \"s0\", \"lun\": -1}",
+                                "{\"hba\": \"s0\", \"lun\": 16384}",
+                                "{\"hba\": \"s0\", \"lun\": \"9x\"}",
+                                "{\"hba\": \"s0\", \"lun\": 9, \"target\": 256}"};
+    for (unsigned i = 0; i < VIO_ARRAY_SIZE(bad_remove); i++) {
+        p = json_loads(bad_remove[i], 0, NULL);
+        memset(&e, 0, sizeof(e));
+        assert_null(vio_scsi_rpc_lun_remove(p, find_s0, f, &e));
+        assert_int_equal(e.code, VIO_RPC_INVALID_PARAMS);
+        json_decref(p);
+    }
+    p = json_pack("{s:s, s:i}", "hba", "nope", "lun", 9);
+    assert_null(vio_scsi_rpc_lun_remove(p, find_s0, f, &e));
+    assert_int_equal(e.code, VIO_RPC_NOT_FOUND);
+    json_decref(p);
+    p = json_pack("{s:s, s:i}", "hba", "s0", "lun", 9); /* target 0 has no LUN 9 */
+    assert_null(vio_scsi_rpc_lun_remove(p, find_s0, f, &e));
+    assert_int_equal(e.code, VIO_RPC_NOT_FOUND);
+    assert_non_null(strstr(e.message, "0:9"));
+    json_decref(p);
+    p = json_pack("{s:s, s:s, s:i}", "hba", "s0", "lun", "9", "target", 2);
+    r = vio_scsi_rpc_lun_remove(p, find_s0, f, &e);
+    assert_non_null(r);
+    assert_int_equal(json_integer_value(json_object_get(r, "target")), 2);
+    assert_int_equal(json_integer_value(json_object_get(r, "lun")), 9);
+    json_decref(r);
+    json_decref(p);
+    l = vio_scsi_hba_luns(f->dev);
+    assert_int_equal(json_array_size(l), 3);
+    json_decref(l);
+    unlink(path);
+}
+
 /* ---- tests: SCSI commands ---- */
 
 static void test_write_read(void **state)
@@ -1388,6 +1487,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_add_lun_spec, setup, teardown),
         cmocka_unit_test_setup_teardown(test_spec_too_many_luns, setup, teardown),
         cmocka_unit_test_setup_teardown(test_luns_json, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ctl_requests, setup, teardown),
         cmocka_unit_test_setup_teardown(test_write_read, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inquiry, setup, teardown),
         cmocka_unit_test_setup_teardown(test_missing_lun_and_target, setup, teardown),
