@@ -940,6 +940,7 @@ static enum vio_vm_exit run_once(const struct run_opts *o, int sigfd)
     struct vio_boot_regs regs;
     struct session s;
     enum vio_vm_exit result = VIO_VM_ERROR;
+    unsigned ndev;
     int ret;
 
     memset(&s, 0, sizeof(s));
@@ -989,8 +990,9 @@ static enum vio_vm_exit run_once(const struct run_opts *o, int sigfd)
             vio_loop_add(&s.loop, &s.stdin_h, STDIN_FILENO, EPOLLIN, stdin_handler) == 0)
             s.stdin_watched = true;
     }
+    ndev = s.nvdevs + o->nvme.n; /* virtio devices and NVMe controllers */
     vio_info("boot %u: %u vCPU%s, %llu MiB, %u device%s", s.boot, o->cpus, o->cpus == 1 ? "" : "s",
-             (unsigned long long)(o->mem >> 20), s.nvdevs, s.nvdevs == 1 ? "" : "s");
+             (unsigned long long)(o->mem >> 20), ndev, ndev == 1 ? "" : "s");
     if (vio_vm_start(&s.vm) < 0)
         goto out;
     ret = vio_loop_run(&s.loop);

@@ -38,6 +38,7 @@ kv ctl_ioev "$(grep -o '"doorbell_ioeventfds": [0-9]*' /tmp/devs.json | tr -d ' 
 wait_l2_verdict nv 240
 wait_l2_exit nv 30
 kv nv_exit $?
+kv boot_line "$(grep -o 'boot 1: .*' /tmp/nv.log)"
 must vgtool verify /tmp/nvme.img 1M 4M 21
 must vgtool verify /tmp/nvme.img 6M 1M 22
 must vgtool zeroes /tmp/nvme.img 8M 1M
@@ -86,6 +87,7 @@ pass
     assert r.passed, "rig failed: %s\n%s\n%s" % (r.reason, r.log[-3000:], logs)
     kv = r.kv
     assert kv["nv.queues"] == "2", kv
+    assert kv["boot_line"].endswith(", 2 devices"), kv   # the two NVMe controllers
     assert kv["nv.serials"].split() == ["ro", "vio-rw"], kv
     assert kv["nv.model"] == "vio NVMe controller", kv
     assert kv["nv.size"] == str(64 << 11), kv
