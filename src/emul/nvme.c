@@ -410,6 +410,16 @@ static void id_ctrl(struct vio_nvme *n, uint8_t *d)
     st16(d + 2048, 2500); /* PSD0: 25 W */
 }
 
+/* FNV-1a over @serial, seeded by @k (namespace identifiers). */
+static uint64_t serial_hash(const char *serial, unsigned k)
+{
+    uint64_t h = 0xcbf29ce484222325ull ^ (0x9e3779b97f4a7c15ull * (k + 1));
+
+    for (const char *p = serial; *p; p++)
+        h = (h ^ (uint8_t)*p) * 0x100000001b3ull;
+    return h;
+}
+
 static void id_ns(struct vio_nvme *n, unsigned nsi, uint8_t *d)
 {
     const struct nvme_ns *ns = &n->ns[nsi];
@@ -423,13 +433,18 @@ static void id_ns(struct vio_nvme *n, unsigned nsi, uint8_t *d)
      * deallocate. */
     d[33] = ns->bdev->can_discard ? 0x09 : 0;
     d[99] = ns->bdev->readonly ? 1 : 0; /* NSATTR: write protected */
-    /* NGUID and EUI-64 from the serial and the namespace id. */
-    for (size_t i = 0; i < 16; i++)
-        d[104 + i] = (uint8_t)(i < strlen(n->serial) ? n->serial[i] : 0);
+    /* NGUID and EUI-64: hashes of the whole serial, the last byte XOR the
+     * namespace id, so they differ between namespaces and (but for a hash
+     * collision) between controllers: Linux refuses a namespace whose ids
+     * another one already has. */
+    for (unsigned k = 0; k < 3; k++) {
+        uint64_t h = serial_hash(n->serial, k);
+
+        for (unsigned i = 0; i < 8; i++)
+            d[104 + 8 * k + i] = (uint8_t)(h >> (8 * i));
+    }
     d[104 + 15] ^= (uint8_t)(nsi + 1);
     d[120] = 0x02; /* EUI-64: locally administered */
-    for (size_t i = 1; i < 8; i++)
-        d[120 + i] = d[104 + i] ^ d[104 + 8 + i];
     d[120 + 7] ^= (uint8_t)(nsi + 1);
     d[128 + 2] = (uint8_t)ns->lbads; /* LBAF0: LBADS, no metadata */
 }

@@ -139,9 +139,12 @@ static void usage(FILE *f)
             "  --vhost-user-scsi socket=PATH[,queues=N][,id=ID]\n"
             "                      virtio-scsi controller served by vio serve --scsi\n"
             "  --nvme path=FILE[,readonly][,direct][,queues=N][,serial=S][,id=ID]\n"
-            "                      emulated NVMe controller (stock nvme driver), one\n"
-            "                      namespace on FILE; queues: I/O queue pairs 1-64\n"
+            "                      emulated NVMe controller (stock nvme driver),\n"
+            "                      namespace 1 on FILE; queues: I/O queue pairs 1-64\n"
             "                      (default 4); repeatable\n"
+            "  --nvme-ns nvme=ID,path=FILE[,readonly][,direct]\n"
+            "                      the next namespace (2-8) of an --nvme controller\n"
+            "                      (default ids nvme0, nvme1, ...)\n"
             "  --rng               virtio-rng from the host's getrandom()\n"
             "  --virtio-console in=PATH,out=PATH[,id=ID]\n"
             "                      virtio-console (hvc0) reading PATH (e.g. a FIFO),\n"
@@ -348,7 +351,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
 {
     enum { O_KERNEL = 256, O_INITRD, O_CMDLINE, O_MEM, O_CPUS, O_BLK, O_VHOST_BLK, O_RNG,
            O_CONSOLE, O_CTL, O_IOT, O_NOREBOOT, O_LOG, O_PROBE, O_NET, O_UPLINK, O_SCSI,
-           O_LUN, O_VHOST_SCSI, O_NVME };
+           O_LUN, O_VHOST_SCSI, O_NVME, O_NVME_NS };
     static const struct option longopts[] = {
         {"kernel", required_argument, NULL, O_KERNEL},
         {"initrd", required_argument, NULL, O_INITRD},
@@ -370,6 +373,7 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         {"net", required_argument, NULL, O_NET},
         {"uplink", required_argument, NULL, O_UPLINK},
         {"nvme", required_argument, NULL, O_NVME},
+        {"nvme-ns", required_argument, NULL, O_NVME_NS},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -445,6 +449,10 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
             break;
         case O_NVME:
             if (vio_run_nvme_parse(&o->nvme, optarg) < 0)
+                return -EINVAL;
+            break;
+        case O_NVME_NS:
+            if (vio_run_nvme_parse_ns(&o->nvme, optarg) < 0)
                 return -EINVAL;
             break;
         case O_CTL:
@@ -1015,16 +1023,13 @@ static void kvm_error(void)
                                              "the kvm group)");
 }
 
-int vio_run_main(int argc, char **argv)
+static int run_main(const struct run_opts *op)
 {
-    struct run_opts o;
+    struct run_opts o = *op; /* shares what parsing allocated; op's owner frees it */
     enum vio_vm_exit r;
     sigset_t sigs;
     int sigfd, ret;
 
-    ret = parse_args(argc, argv, &o);
-    if (ret)
-        return ret > 0 ? 0 : 2;
     if (o.probe_only) {
         ret = vio_kvm_probe(&g.speed);
         if (ret < 0) {
@@ -1103,4 +1108,17 @@ int vio_run_main(int argc, char **argv)
     forget_luns();
     restore_tty();
     return r == VIO_VM_ERROR ? 1 : 0;
+}
+
+int vio_run_main(int argc, char **argv)
+{
+    struct run_opts o;
+    int ret = parse_args(argc, argv, &o);
+
+    if (ret)
+        ret = ret > 0 ? 0 : 2;
+    else
+        ret = run_main(&o);
+    vio_run_nvme_opts_free(&o.nvme);
+    return ret;
 }

@@ -23,6 +23,82 @@ bool vio_run_nvme_has_id(const struct vio_run_nvme_opts *o, const char *id)
     return false;
 }
 
+/* The namespace keys of @kv (path=, readonly, direct) into @ns. */
+static int parse_ns(struct vio_opts *kv, struct vio_run_nvme_ns *ns, char *err, size_t errlen)
+{
+    const char *v = vio_opts_get(kv, "path");
+    int ret;
+
+    if (!v || !*v) {
+        snprintf(err, errlen, "path=FILE is required");
+        return -EINVAL;
+    }
+    if ((ret = vio_opts_bool(kv, "readonly", false, &ns->readonly, err, errlen)) < 0 ||
+        (ret = vio_opts_bool(kv, "direct", false, &ns->direct, err, errlen)) < 0)
+        return ret;
+    ns->path = strdup(v);
+    if (!ns->path) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void vio_run_nvme_opts_free(struct vio_run_nvme_opts *o)
+{
+    for (unsigned i = 0; i < o->n; i++) {
+        for (unsigned k = 0; k < o->c[i].nns; k++)
+            free(o->c[i].ns[k].path);
+        o->c[i].nns = 0;
+    }
+    o->n = 0;
+}
+
+int vio_run_nvme_parse_ns(struct vio_run_nvme_opts *o, const char *spec)
+{
+    struct vio_run_nvme_spec *c = NULL;
+    struct vio_run_nvme_ns ns = {0};
+    struct vio_opts kv;
+    char err[200] = "";
+    const char *id;
+    int ret;
+
+    ret = vio_opts_parse(spec, &kv, err, sizeof(err));
+    if (ret < 0)
+        goto bad;
+    id = vio_opts_get(&kv, "nvme");
+    for (unsigned i = 0; id && i < o->n; i++) {
+        if (strcmp(o->c[i].id, id) == 0)
+            c = &o->c[i];
+    }
+    if (!c) {
+        snprintf(err, sizeof(err), "nvme=%s: no --nvme controller with that id before it",
+                 id ? id : "(missing)");
+        goto bad_inval;
+    }
+    if (c->nns == VIO_NVME_MAX_NS) {
+        snprintf(err, sizeof(err), "%s already has %d namespaces, the most it takes", c->id,
+                 VIO_NVME_MAX_NS);
+        goto bad_inval;
+    }
+    if ((ret = parse_ns(&kv, &ns, err, sizeof(err))) < 0)
+        goto bad;
+    if ((ret = vio_opts_check_unused(&kv, err, sizeof(err))) < 0) {
+        free(ns.path);
+        goto bad;
+    }
+    c->ns[c->nns++] = ns;
+    vio_opts_free(&kv);
+    return 0;
+
+bad_inval:
+    ret = -EINVAL;
+bad:
+    vio_err("--nvme-ns %s: %s", spec, err);
+    vio_opts_free(&kv);
+    return ret < 0 ? -EINVAL : ret;
+}
+
 int vio_run_nvme_parse(struct vio_run_nvme_opts *o, const char *spec)
 {
     struct vio_run_nvme_spec *c;
@@ -41,15 +117,7 @@ int vio_run_nvme_parse(struct vio_run_nvme_opts *o, const char *spec)
     ret = vio_opts_parse(spec, &kv, err, sizeof(err));
     if (ret < 0)
         goto bad;
-    v = vio_opts_get(&kv, "path");
-    if (!v || !*v || strlen(v) >= sizeof(c->path)) {
-        snprintf(err, sizeof(err), "path=FILE is required");
-        goto bad_inval;
-    }
-    snprintf(c->path, sizeof(c->path), "%s", v);
-    if ((ret = vio_opts_bool(&kv, "readonly", false, &c->readonly, err, sizeof(err))) < 0 ||
-        (ret = vio_opts_bool(&kv, "direct", false, &c->direct, err, sizeof(err))) < 0 ||
-        (ret = vio_opts_size(&kv, "queues", 4, 1, VIO_NVME_MAX_IOQ, &queues, err, sizeof(err))) < 0)
+    if ((ret = vio_opts_size(&kv, "queues", 4, 1, VIO_NVME_MAX_IOQ, &queues, err, sizeof(err))) < 0)
         goto bad;
     c->queues = (unsigned)queues;
     v = vio_opts_get(&kv, "id");
@@ -85,8 +153,13 @@ int vio_run_nvme_parse(struct vio_run_nvme_opts *o, const char *spec)
             goto bad_inval;
         }
     }
-    if ((ret = vio_opts_check_unused(&kv, err, sizeof(err))) < 0)
+    if ((ret = parse_ns(&kv, &c->ns[0], err, sizeof(err))) < 0)
         goto bad;
+    if ((ret = vio_opts_check_unused(&kv, err, sizeof(err))) < 0) {
+        free(c->ns[0].path);
+        goto bad;
+    }
+    c->nns = 1;
     vio_opts_free(&kv);
     o->n++;
     return 0;
@@ -113,23 +186,37 @@ int vio_run_nvme_attach(const struct vio_run_nvme_opts *o, struct vio_vm *vm, st
         return -ENOMEM;
     for (unsigned i = 0; i < o->n; i++) {
         const struct vio_run_nvme_spec *s = &o->c[i];
-        struct vio_bdev_opts bo = {.path = s->path, .readonly = s->readonly, .direct = s->direct};
-        struct vio_nvme_opts no = {.id = s->id, .serial = s->serial, .queues = s->queues, .nns = 1};
+        struct vio_nvme_opts no = {.id = s->id, .serial = s->serial, .queues = s->queues};
 
         no.nloops = VIO_MIN(io->n, (unsigned)VIO_NVME_MAX_IOQ);
         for (unsigned k = 0; k < no.nloops; k++)
             no.loops[k] = &io->loops[k];
-        ret = vio_bdev_open(&bo, &no.ns[0]);
-        if (ret < 0)
-            goto fail;
+        for (; no.nns < s->nns; no.nns++) {
+            const struct vio_run_nvme_ns *ns = &s->ns[no.nns];
+            struct vio_bdev_opts bo = {.path = ns->path, .readonly = ns->readonly,
+                                       .direct = ns->direct};
+
+            ret = vio_bdev_open(&bo, &no.ns[no.nns]);
+            if (ret < 0) {
+                /* Not the controller's yet: close what was opened. */
+                while (no.nns) {
+                    struct vio_bdev *b = no.ns[--no.nns];
+
+                    b->ops->close(b);
+                }
+                goto fail;
+            }
+        }
         ret = vio_nvme_create(&no, vm, pci, &r->c[r->n]);
         if (ret < 0)
             goto fail;
         r->n++;
-        vio_info("%s: NVMe controller, serial %s, %u I/O queues, namespace 1: %s (%llu MiB, "
-                 "%u-byte blocks%s)",
-                 s->id, s->serial, s->queues, s->path, (unsigned long long)(no.ns[0]->size >> 20),
-                 no.ns[0]->block_size, s->readonly ? ", read-only" : "");
+        vio_info("%s: NVMe controller, serial %s, %u I/O queues, %u namespace%s", s->id,
+                 s->serial, s->queues, s->nns, s->nns == 1 ? "" : "s");
+        for (unsigned k = 0; k < s->nns; k++)
+            vio_info("%s: namespace %u: %s (%llu MiB, %u-byte blocks%s)", s->id, k + 1,
+                     s->ns[k].path, (unsigned long long)(no.ns[k]->size >> 20),
+                     no.ns[k]->block_size, s->ns[k].readonly ? ", read-only" : "");
     }
     *out = r;
     return 0;

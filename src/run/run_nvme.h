@@ -1,8 +1,11 @@
 /* vio run's emulated NVMe controllers (--nvme): parsing the specs, and
- * plugging one controller per spec into each boot's VM, its namespace on a
+ * plugging one controller per spec into each boot's VM, each namespace on a
  * block backend and its I/O queues on the VM's I/O threads.
  *
  *   --nvme path=FILE[,readonly][,direct][,queues=N][,serial=S][,id=ID]
+ *       a controller; FILE is namespace 1
+ *   --nvme-ns nvme=ID,path=FILE[,readonly][,direct]
+ *       the next namespace (2..8) of the controller called ID
  */
 #ifndef VIO_RUN_RUN_NVME_H
 #define VIO_RUN_RUN_NVME_H
@@ -17,12 +20,17 @@
 
 #define VIO_RUN_MAX_NVME 8
 
+struct vio_run_nvme_ns {
+    char *path; /* owned */
+    bool readonly, direct;
+};
+
 struct vio_run_nvme_spec {
     char id[32];
-    char path[4096];
     char serial[VIO_NVME_SERIAL_LEN + 1];
-    bool readonly, direct;
     unsigned queues;
+    struct vio_run_nvme_ns ns[VIO_NVME_MAX_NS]; /* namespaces 1..nns */
+    unsigned nns;
 };
 
 /* What the command line asked for (filled while parsing). */
@@ -33,6 +41,10 @@ struct vio_run_nvme_opts {
 
 /* Add one --nvme. A bad spec is logged (naming it) and gives -EINVAL. */
 int vio_run_nvme_parse(struct vio_run_nvme_opts *o, const char *spec);
+/* Add one --nvme-ns to a controller given before it; errors as above. */
+int vio_run_nvme_parse_ns(struct vio_run_nvme_opts *o, const char *spec);
+/* Free what parsing kept. */
+void vio_run_nvme_opts_free(struct vio_run_nvme_opts *o);
 /* True if a controller is called @id (device ids are shared with --blk etc.). */
 bool vio_run_nvme_has_id(const struct vio_run_nvme_opts *o, const char *id);
 

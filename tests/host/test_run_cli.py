@@ -116,6 +116,36 @@ def test_bad_net_specs():
         expect_refusal(["--kernel", k] + args, words)
 
 
+def test_bad_nvme_specs():
+    """--nvme and --nvme-ns specs that cannot work end vio run with status 2
+    and a message naming the spec, before the VM starts."""
+    k = str(build_guest().vmlinuz)
+    w = new_workdir("run-cli-nvme")
+    a, b = str(w / "a.img"), str(w / "b.img")
+    for p in (a, b):
+        with open(p, "wb") as f:
+            f.truncate(16 << 20)
+    n0 = ["--nvme", "path=" + a]
+    ns = "nvme=nvme0,path=" + b
+    cases = [
+        (["--nvme", "queues=2"], ["path=FILE is required"]),
+        (["--nvme", "path=%s,queues=65" % a], ["queues=65"]),
+        (["--nvme", "path=%s,colour=red" % a], ["unknown option 'colour'"]),
+        (["--nvme", "path=%s,serial=bad serial" % a], ["serial=bad serial"]),
+        (n0 + ["--nvme", "path=%s,id=nvme0" % b], ["id=nvme0 is used twice"]),
+        (["--nvme-ns", ns] + n0, ["nvme=nvme0: no --nvme controller with that id before it"]),
+        (n0 + ["--nvme-ns", "path=" + b], ["nvme=(missing)"]),
+        (n0 + ["--nvme-ns", "nvme=nvme0"], ["path=FILE is required"]),
+        (n0 + ["--nvme-ns", ns + ",readonly=maybe"], ["readonly=maybe"]),
+        (n0 + ["--nvme-ns", ns + ",queues=2"], ["unknown option 'queues'"]),
+        (n0 + ["--nvme-ns", ns] * 8, ["nvme0 already has 8 namespaces"]),
+    ]
+    for args, words in cases:
+        code, out, err = run_vio(["--kernel", k] + args)
+        assert code == 2, "vio run %s exited %d:\n%s" % (" ".join(args), code, err)
+        expect_refusal(["--kernel", k] + args, words)
+
+
 def test_missing_dev_kvm():
     """With /dev/kvm hidden (a private mount namespace with an empty /dev),
     vio run says what is missing and what to do."""

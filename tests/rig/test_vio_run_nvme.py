@@ -2,12 +2,13 @@
 nvme driver, inside the nested rig (tests/lib/rig.py).
 
 One L2 boot with two controllers: a read-write one with two I/O queues on a
-file and a read-only one. The L2 writes a pattern from both CPUs (one per
+file, and a second namespace on another file (--nvme-ns), and a read-only
+one. The L2 writes a pattern from both CPUs (one per
 I/O queue), flushes, reads it back past the page cache, deallocates a range
 with blkdiscard and reads zeroes there, and checks that the read-only
 namespace refuses writes. After the L2 has powered off, the L1 script checks
-the backing file: the pattern (recomputed by vgtool), its md5 against the
-guest's, and the discarded range.
+the backing files: the pattern (recomputed by vgtool), its md5 against the
+guest's, the discarded range, and the second namespace's data.
 """
 
 import sys
@@ -24,10 +25,12 @@ def test_nvme_data_queues_discard_flush():
     script = """
 truncate -s 64M /tmp/nvme.img
 truncate -s 16M /tmp/ro.img
+truncate -s 24M /tmp/ns2.img
 must vgtool write /tmp/nvme.img 8M 1M 33
 must vgtool write /tmp/ro.img 0 1M 44
 run_l2 nv %s --initrd /rig/l2/nv.initrd --mem 256M --cpus 2 \\
-    --nvme path=/tmp/nvme.img,queues=2,serial=vio-rw --nvme path=/tmp/ro.img,readonly,id=ro \\
+    --nvme path=/tmp/nvme.img,queues=2,serial=vio-rw --nvme-ns nvme=nvme0,path=/tmp/ns2.img \\
+    --nvme path=/tmp/ro.img,readonly,id=ro \\
     --ctl /tmp/run.sock
 wait_l2_ready nv 240
 vio ctl -s /tmp/run.sock device.list > /tmp/devs.json
@@ -43,6 +46,7 @@ must vgtool verify /tmp/nvme.img 1M 4M 21
 must vgtool verify /tmp/nvme.img 6M 1M 22
 must vgtool zeroes /tmp/nvme.img 8M 1M
 must vgtool verify /tmp/ro.img 0 1M 44
+must vgtool verify /tmp/ns2.img 2M 4M 23
 kv l1_md5 "$(dd if=/tmp/nvme.img bs=1M skip=1 count=4 2>/dev/null | md5sum | cut -d' ' -f1)"
 pass
 """ % RUN
@@ -78,6 +82,14 @@ for c in /sys/class/nvme/nvme*; do
     [ "$(tr -d ' ' < $c/serial)" = vio-rw ] && ctrl=${c##*/}
 done
 kv qirqs "$(grep " ${ctrl}q[1-9]" /proc/interrupts | awk '{print $2 + $3}' | tr '\n' ' ')"
+# Namespace 2 of the read-write controller: 24M, its own data.
+i=0; while [ $i -lt 100 ] && ! ls -d /sys/block/nvme*n2 >/dev/null 2>&1; do
+    usleep 100000; i=$((i+1)); done
+ns2=$(ls -d /sys/block/nvme*n2 2>/dev/null | head -1)
+[ -n "$ns2" ] || fail "no second namespace: $(ls /sys/block | tr '\n' ' ') $(dmesg | grep -i nvme | tr '\n' '|')"
+kv ns2 "${ns2##*/} $(cat $ns2/size) $(tr -d ' ' < $ns2/device/serial)"
+must vgtool write /dev/${ns2##*/} 2M 4M 23 --direct
+must vgtool verify /dev/${ns2##*/} 2M 4M 23 --direct
 kv dmesg "$(dmesg | grep -i nvme | tr '\n' '|')"
 pass
 """
@@ -87,6 +99,8 @@ pass
     assert r.passed, "rig failed: %s\n%s\n%s" % (r.reason, r.log[-3000:], logs)
     kv = r.kv
     assert kv["nv.queues"] == "2", kv
+    name, size, serial = kv["nv.ns2"].split()
+    assert size == str(24 << 11) and serial == "vio-rw", kv   # on the rw controller
     assert kv["boot_line"].endswith(", 2 devices"), kv   # the two NVMe controllers
     assert kv["nv.serials"].split() == ["ro", "vio-rw"], kv
     assert kv["nv.model"] == "vio NVMe controller", kv

@@ -1022,10 +1022,78 @@ static void test_readonly_namespace(void **state)
     f->n = rw_ctrl;
 }
 
+/* The NGUID and EUI-64 of namespace @nsid of the current controller (from
+ * Identify Namespace, and the NGUID again from the descriptor list). */
+static void ns_ids(struct fx *f, uint32_t nsid, uint8_t nguid[16], uint8_t eui[8])
+{
+    uint8_t *d = g(f, ID_GPA);
+    struct cmd c = {.opc = 0x06, .nsid = nsid, .prp1 = ID_GPA};
+
+    assert_int_equal(admin(f, &c), S_OK);
+    memcpy(nguid, d + 104, 16);
+    memcpy(eui, d + 120, 8);
+    c.cdw10 = 3;
+    assert_int_equal(admin(f, &c), S_OK);
+    assert_int_equal(d[0], 2);
+    assert_memory_equal(d + 4, nguid, 16);
+}
+
+/* Linux refuses a namespace whose NGUID or EUI-64 another namespace has,
+ * in its subsystem or anywhere: every namespace's ids differ, also between
+ * controllers whose serials differ only past the 16th character. */
+static void test_namespace_ids_are_unique(void **state)
+{
+    struct fx *f = *state;
+    struct vio_nvme_opts o = {.id = "two", .serial = "controller-number-01", .queues = 1,
+                              .nns = 2, .nloops = 1};
+    struct vio_nvme *first = f->n;
+    uint8_t ng[3][16], eu[3][8];
+
+    o.ns[0] = open_file(f, false);
+    o.ns[1] = open_file(f, true);
+    o.loops[0] = &f->loop;
+    assert_int_equal(vio_nvme_new(&o, &f->mem, on_irq, f, &f->n), 0);
+    enable(f);
+    struct cmd c = {.opc = 0x06, .cdw10 = 1, .prp1 = ID_GPA};
+    assert_int_equal(admin(f, &c), S_OK);
+    assert_int_equal(ld32(g(f, ID_GPA) + 516), 2); /* NN */
+    c = (struct cmd){.opc = 0x06, .cdw10 = 2, .prp1 = ID_GPA};
+    assert_int_equal(admin(f, &c), S_OK);
+    assert_int_equal(ld32(g(f, ID_GPA)), 1);
+    assert_int_equal(ld32(g(f, ID_GPA) + 4), 2);
+    assert_int_equal(ld32(g(f, ID_GPA) + 8), 0);
+    ns_ids(f, 1, ng[0], eu[0]);
+    ns_ids(f, 2, ng[1], eu[1]);
+    assert_int_equal(g(f, ID_GPA)[99] & 1, 0); /* descriptor page, not Identify */
+    c = (struct cmd){.opc = 0x06, .nsid = 2, .prp1 = ID_GPA};
+    assert_int_equal(admin(f, &c), S_OK);
+    assert_int_equal(g(f, ID_GPA)[99] & 1, 1); /* namespace 2 is write protected */
+    c.nsid = 3;
+    assert_int_equal(admin(f, &c), S_INV_NS);
+    vio_nvme_free(f->n);
+
+    o.serial = "controller-number-02";
+    o.nns = 1;
+    o.ns[0] = open_file(f, false);
+    assert_int_equal(vio_nvme_new(&o, &f->mem, on_irq, f, &f->n), 0);
+    enable(f);
+    ns_ids(f, 1, ng[2], eu[2]);
+    vio_nvme_free(f->n);
+    f->n = first;
+    for (unsigned a = 0; a < 3; a++) {
+        assert_int_equal(eu[a][0] & 0x02, 0x02); /* locally administered */
+        for (unsigned b = a + 1; b < 3; b++) {
+            assert_memory_not_equal(ng[a], ng[b], 16);
+            assert_memory_not_equal(eu[a], eu[b], 8);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_registers_and_identify, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_namespace_ids_are_unique, setup, teardown),
         cmocka_unit_test_setup_teardown(test_features_logs_aer, setup, teardown),
         cmocka_unit_test_setup_teardown(test_queue_create_delete, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_write_prp, setup, teardown),
