@@ -61,8 +61,8 @@ static inline void vio_counter_add(vio_counter_t *c, uint64_t v)
                           memory_order_relaxed);
 }
 /* For a counter more than one thread writes (a SCSI LUN served by several
- * request queues, a remote backend's per-queue connections, a NIC's
- * device-wide drop counts): one atomic add, so no update is lost. */
+ * request queues, a remote backend's per-queue connections, an NVMe
+ * controller's queues): one atomic add, so no update is lost. */
 static inline void vio_counter_add_shared(vio_counter_t *c, uint64_t v)
 {
     atomic_fetch_add_explicit(c, v, memory_order_relaxed);

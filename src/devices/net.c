@@ -121,8 +121,8 @@ static void tx_one(struct vio_net *n, struct vio_vq *vq, struct vio_vq_elem *e)
     size_t skip = n->hdr_len;
 
     if (e->out_len < n->hdr_len || e->out_len - n->hdr_len > VIO_NET_MAX_FRAME) {
-        vio_counter_add_shared(&n->tx_bad_desc, 1);
-        vio_counter_add_shared(&n->port.c.tx_drop_bad, 1);
+        vio_counter_add(&n->tx_bad_desc, 1);
+        vio_counter_add(&n->port.c.tx_drop_bad, 1);
         goto done;
     }
     vio_vq_elem_read(e, 0, &h, 10);
@@ -139,7 +139,7 @@ static void tx_one(struct vio_net *n, struct vio_vq *vq, struct vio_vq_elem *e)
         ((pkt.off.gso_type & ~VIO_NET_HDR_GSO_ECN) == VIO_NET_HDR_GSO_TCPV6 &&
          !has(n, NET_F_HOST_TSO6)) ||
         ((pkt.off.gso_type & VIO_NET_HDR_GSO_ECN) && !has(n, NET_F_HOST_ECN))) {
-        vio_counter_add_shared(&n->port.c.tx_drop_bad, 1);
+        vio_counter_add(&n->port.c.tx_drop_bad, 1);
         goto done;
     }
     pkt.off.flags &= VIO_NET_HDR_F_NEEDS_CSUM; /* DATA_VALID means nothing on TX */
@@ -259,7 +259,7 @@ static int net_deliver(struct vio_net_port *port, const struct vio_pkt *pkt)
         return -ENOBUFS;
     vq = &n->dev.queues[qi].vq;
     if (pkt->len > (pkt->off.gso_type ? VIO_NET_MAX_FRAME : VIO_NET_MTU_FRAME)) {
-        vio_counter_add_shared(&n->rx_too_big, 1);
+        vio_counter_add(&n->rx_too_big, 1);
         return -EMSGSIZE;
     }
     while (have < need) {
@@ -270,7 +270,7 @@ static int net_deliver(struct vio_net_port *port, const struct vio_pkt *pkt)
         elems[nelem++] = e;
         if (e->out_num || e->in_len < (nelem == 1 ? n->hdr_len : 1)) {
             /* A receive buffer the device cannot write into. */
-            vio_counter_add_shared(&n->rx_bad_desc, 1);
+            vio_counter_add(&n->rx_bad_desc, 1);
             vio_vq_fault(vq, "receive buffer %u: %u readable, %llu writable bytes", e->id,
                          e->out_num, (unsigned long long)e->in_len);
             break;
