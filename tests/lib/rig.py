@@ -160,6 +160,8 @@ class RigResult(GuestResult):
     wedges: List[str] = field(default_factory=list)   # hang lines of L1 runs restarted
 
 
+# What vio run logs when a vCPU's guest triple-faults (src/vmm/vcpu.c).
+L2_TRIPLE_FAULT = "triple fault, resetting the VM"
 # Seconds without any output from L1 or its L2s after which wait() takes L1
 # for wedged (a rig test prints at least every few seconds).
 RIG_SILENCE = float(os.environ.get("VIO_RIG_SILENCE", "180"))
@@ -400,7 +402,8 @@ class Rig(Guest):
                          wedges=list(self.wedges), **kw)
 
     def _restart_after_wedge(self) -> None:
-        """Kill a wedged L1, keep its logs as *.wedgedN.log, boot it afresh."""
+        """Kill a wedged L1 (or one whose test an L2 triple fault spoilt),
+        keep its logs as *.wedgedN.log, boot it afresh."""
         self.kill()
         self.wedges.append(self._hang or "?")
         n = len(self.wedges)
@@ -420,7 +423,7 @@ class Rig(Guest):
         self._kvm_ok = None
         self._kvm_info = ""
         self._hang = None
-        print("    rig: L1 wedged (%s); its logs kept as *.wedged%d.log in %s; "
+        print("    rig: replaying the test (%s); its logs kept as *.wedged%d.log in %s; "
               "booting L1 again" % (self.wedges[-1], n, self.workdir), flush=True)
         self.start()
 
@@ -460,7 +463,9 @@ class Rig(Guest):
         (neither its console nor an L2's) has come for @silence seconds
         (default: a third of @timeout, 30 to RIG_SILENCE s): the
         wedge does not always get as far as the watchdog's report.  When no restart
-        is left the result fails with reason "L1 hung (...)".  Only for tests
+        is left the result fails with reason "L1 hung (...)".  A test that
+        failed while one of its L2s triple-faulted (vio run resets such a
+        VM; no test asks for it) is replayed the same way.  Only for tests
         that just wait(): a restart replays the L1 script from the start.
         """
         if silence is None:
@@ -485,6 +490,22 @@ class Rig(Guest):
                 self._hang = "L1 reset without a verdict (QEMU exit %s)" % self.exit_code
                 self._restart_after_wedge()
                 continue
+            if (fail_on_hang and self.exit_code is not None and self._fail_reason is not None
+                    and len(self.wedges) < restarts):
+                # A failed test whose L2 triple-faulted: vio run resets the
+                # VM, which no test asks for (they reboot with reboot -f or
+                # power off), and the test then fails on the lost work.
+                # Seen twice on 2026-12-07 under nested TCG, in two tests, at
+                # different points (early kernel init; mid-TCP-upload), each
+                # time followed by a normal boot. Replayed like a wedge,
+                # logs kept; a test that passes despite one is left alone.
+                faulted = sorted(n for n, text in self.l2_logs().items()
+                                 if L2_TRIPLE_FAULT in text)
+                if faulted:
+                    self._hang = "L2 %s triple-faulted and the test failed: %s" % (
+                        ", ".join(faulted), self._fail_reason)
+                    self._restart_after_wedge()
+                    continue
             if not (self._hang and fail_on_hang and self.exit_code is None):
                 break
             if len(self.wedges) >= restarts:

@@ -186,6 +186,24 @@ def test_hang_detection():
     assert r.duration < 60, r.duration
 
 
+def test_l2_triple_fault_replays_a_failed_test():
+    """A failed test whose L2 log shows vio run resetting a triple-faulted
+    guest is replayed (twice more, logs kept); a failure without one is not,
+    and neither is a test that passes despite one."""
+    fault = ('run_l2 g sh -c \'echo "12:00:00.000 vio[vcpu0] info: vCPU 0: triple fault, '
+             'resetting the VM"\'\nwait_l2_exit g 30\n')
+    with Rig(fault + 'fail "lost the work"\n', vio=False, kvm=False, name="rig-tf") as rig:
+        r = rig.wait(200)
+    assert not r.passed and "lost the work" in r.reason, r.reason
+    assert len(r.wedges) == 2 and all("L2 g triple-faulted" in x for x in r.wedges), r.wedges
+    with Rig(fault + 'pass\n', vio=False, kvm=False, name="rig-tf-pass") as rig:
+        r = rig.wait(200)
+    assert r.passed and not r.wedges, (r.reason, r.wedges)
+    with Rig('fail "plain failure"\n', vio=False, kvm=False, name="rig-tf-none") as rig:
+        r = rig.wait(200)
+    assert not r.passed and not r.wedges, (r.reason, r.wedges)
+
+
 def test_silence_detection():
     """An L1 that goes silent (no console output, no L2 output) counts as
     wedged after `silence` seconds: booted twice more, then failed, long
