@@ -169,7 +169,10 @@ RIG_SILENCE = float(os.environ.get("VIO_RIG_SILENCE", "180"))
 _RIG_KVM_RE = re.compile(r"VIO-RIG-KVM (ok|fail)\b ?(.*)")
 # L1 kernel messages that mean L1 is wedged (seen once with -cpu max, whose
 # VGIF QEMU's TCG emulates: both L1 vCPUs stuck right after starting an L2).
-_HANG_RE = re.compile(r"watchdog: BUG: soft lockup|rcu: INFO: rcu_\w+ detected stalls")
+# Also an L1 kernel double fault (seen on 2026-12-07 while an L2 ran, the
+# same day as two L2 triple faults): the emulated machine, not the test.
+_HANG_RE = re.compile(r"watchdog: BUG: soft lockup|rcu: INFO: rcu_\w+ detected stalls"
+                      r"|traps: PANIC: double fault")
 _L2_LINE_RE = re.compile(r"^([A-Za-z0-9_.-]+)\|([0-9.]+)\| ?(.*)$")
 
 FileValue = Union[bytes, str, Path, Tuple[Union[bytes, str], int]]
